@@ -1,0 +1,12 @@
+"""Shared type aliases. Shapes follow one vocabulary: ``(B, C, *spatial)``, spatial = ``(H, W)`` or ``(D, H, W)``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Union
+
+import torch
+
+PathLike = Union[str, "os.PathLike[str]"]
+Alpha = Union[None, float, Sequence[float], torch.Tensor]
