@@ -1,0 +1,123 @@
+"""2D/3D U-Net factory over MONAI's networks.
+
+``build_network(NetworkConfig(...))`` builds one of MONAI's ``UNet``, ``BasicUNet`` or ``DynUNet`` (the
+nnU-Net-style network). Nothing here re-implements a network: the factory only turns a small, serialisable
+config (stored in every checkpoint, so inference can rebuild the network without the training code's
+config files) into MONAI's constructor arguments.
+
+Deep supervision (``DynUNet`` only): MONAI's DynUNet upsamples its supervision heads to full resolution by
+nearest-neighbour interpolation. nnU-Net instead compares each low-resolution head with a *downsampled*
+target, and down-sampling a label map by nearest neighbour erases lesions smaller than the stride
+(nnU-Net issue #1226). We therefore read the raw low-resolution heads (``DynUNet.heads``) and downsample the
+target by max-pooling (:func:`downsample_labels`), so a one-voxel lesion survives at every scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import BasicUNet, DynUNet, UNet
+from torch import nn
+
+NETWORKS = ("dynunet", "unet", "basicunet")
+
+
+@dataclass
+class NetworkConfig:
+    """Everything needed to rebuild a network; plain types only (it is stored in checkpoints).
+
+    Args:
+        name: one of ``NETWORKS``.
+        spatial_dims: 2 or 3.
+        in_channels: image channels (modalities).
+        out_channels: classes including background (softmax) or foreground channels (sigmoid).
+        channels: features per level, e.g. ``[16, 32, 64, 128]``; its length sets the depth.
+        deep_supervision: DynUNet only; number of extra low-resolution heads is ``len(channels) - 2``.
+        dropout: dropout probability (``None``: none).
+    """
+
+    name: str = "dynunet"
+    spatial_dims: int = 3
+    in_channels: int = 1
+    out_channels: int = 2
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    deep_supervision: bool = False
+    dropout: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_network(config: NetworkConfig) -> nn.Module:
+    """Build the MONAI network a :class:`NetworkConfig` describes.
+
+    Returns a module mapping ``(B, in_channels, *spatial)`` to logits ``(B, out_channels, *spatial)``
+    (in training mode with deep supervision, DynUNet returns ``(B, 1 + heads, out_channels, *spatial)``;
+    use :func:`deep_supervision_outputs`).
+    """
+    name = config.name.lower()
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {config.name!r}; expected one of {NETWORKS}")
+    if config.spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {config.spatial_dims}")
+    if len(config.channels) < 3:
+        raise ValueError(f"channels needs at least three levels, got {config.channels}")
+    if config.deep_supervision and name != "dynunet":
+        raise ValueError(f"deep_supervision is supported for 'dynunet' only, not {config.name!r}")
+    dims, cin, cout, chans = config.spatial_dims, config.in_channels, config.out_channels, list(config.channels)
+    if name == "unet":
+        return UNet(
+            spatial_dims=dims, in_channels=cin, out_channels=cout, channels=chans,
+            strides=[2] * (len(chans) - 1), num_res_units=2, norm="instance", dropout=config.dropout or 0.0,
+        )
+    if name == "basicunet":
+        if len(chans) != 6:
+            raise ValueError(f"basicunet takes exactly 6 channel numbers, got {len(chans)}: {chans}")
+        return BasicUNet(spatial_dims=dims, in_channels=cin, out_channels=cout, features=tuple(chans),
+                         dropout=config.dropout or 0.0)
+    # nnU-Net style: 3x3(x3) kernels, stride 1 then 2 per level, instance norm, leaky ReLU.
+    strides = [1] + [2] * (len(chans) - 1)
+    return DynUNet(
+        spatial_dims=dims, in_channels=cin, out_channels=cout,
+        kernel_size=[3] * len(chans), strides=strides, upsample_kernel_size=strides[1:],
+        filters=chans, dropout=config.dropout,
+        deep_supervision=config.deep_supervision, deep_supr_num=max(1, len(chans) - 2),
+    )
+
+
+def size_divisor(config: NetworkConfig) -> int:
+    """Patch and ROI sizes must be divisible by this (2 ** number of downsamplings)."""
+    return 2 ** (len(config.channels) - 1) if config.name.lower() != "basicunet" else 16
+
+
+def deep_supervision_outputs(network: nn.Module, output: torch.Tensor) -> list[torch.Tensor]:
+    """Full-resolution logits followed by the raw low-resolution DynUNet heads (finest first).
+
+    Args:
+        network: the DynUNet that produced ``output`` (its ``heads`` hold the raw head outputs).
+        output: ``(B, 1 + heads, K, *spatial)`` as DynUNet returns in training mode, or ``(B, K, *spatial)``.
+    """
+    if output.dim() == network.spatial_dims + 2:  # no deep supervision in this forward
+        return [output]
+    return [output[:, 0]] + [h for h in network.heads]
+
+
+def downsample_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Max-pool an integer label map to ``size`` so that lesions smaller than the stride survive.
+
+    Args:
+        labels: ``(B, 1, *spatial)`` integer (or integral float) labels.
+        size: target spatial size; each dimension must divide the input's.
+    Returns:
+        ``(B, 1, *size)`` labels of the same dtype; in each block the highest label wins, so a single
+        lesion voxel keeps its block labelled (nearest-neighbour sampling would drop it).
+    """
+    spatial = labels.shape[2:]
+    kernel = [s // t for s, t in zip(spatial, size)]
+    if any(s % t for s, t in zip(spatial, size)):
+        raise ValueError(f"cannot max-pool labels of spatial size {tuple(spatial)} to {tuple(size)}")
+    pool = F.max_pool3d if len(spatial) == 3 else F.max_pool2d
+    return pool(labels.float(), kernel_size=kernel, stride=kernel).to(labels.dtype)
