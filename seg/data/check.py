@@ -267,15 +267,29 @@ def _summary(spec: DatasetSpec, col: _Collector) -> dict[str, Any]:
     return summary
 
 
-def run_check(path: PathLike, spatial_dims: int = 3) -> int:
-    """Load and check the dataset at ``path``, print the report; 0 when it is fit for training, else 1."""
-    try:
-        spec = load_dataset(path)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"dataset error: {err}")
-        return 1
-    report = check_dataset(spec, spatial_dims=spatial_dims)
-    print(report.format())
+def run_check(dataset: PathLike | DatasetSpec, spatial_dims: int = 3, *, quiet: bool = False) -> int:
+    """Check a dataset and print the outcome; the ``--check-data`` entry point.
+
+    Args:
+        dataset: a path for :func:`seg.data.layouts.load_dataset`, or an already loaded :class:`DatasetSpec`.
+        spatial_dims: 3 for volumes, 2 for slices.
+        quiet: for the check run before every training: no progress bar, and when the dataset is fine only
+            the report's first line; the full report is printed whenever there is an error.
+
+    Returns:
+        0 when the dataset is fit for training, 1 otherwise (also when it cannot be loaded).
+    """
+    if isinstance(dataset, DatasetSpec):
+        spec = dataset
+    else:
+        try:
+            spec = load_dataset(dataset)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"dataset error: {err}")
+            return 1
+    report = check_dataset(spec, spatial_dims=spatial_dims, progress=not quiet)
+    text = report.format()
+    print(text.splitlines()[0] if quiet and report.ok else text)
     return 0 if report.ok else 1
 
 

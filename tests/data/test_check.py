@@ -145,6 +145,10 @@ def test_run_check_prints_and_returns_exit_code(tmp_path: Path, capsys) -> None:
     (tmp_path / "bad" / "labelsTr" / "case_000.nii.gz").unlink()
     assert main([str(tmp_path / "bad")]) == 1
     assert "label 'labelsTr/case_000.nii.gz' of case 'case_000' is missing" in capsys.readouterr().out
+    assert run_check(load_dataset(tmp_path / "good"), quiet=True) == 0
+    assert capsys.readouterr().out.count("\n") == 1  # one line when fine and quiet
+    assert run_check(load_dataset(tmp_path / "bad"), quiet=True) == 1
+    assert "label 'labelsTr/case_000.nii.gz' of case 'case_000' is missing" in capsys.readouterr().out
     assert run_check(tmp_path / "nowhere") == 1
     assert "dataset error: dataset path" in capsys.readouterr().out
 
