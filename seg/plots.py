@@ -1,0 +1,212 @@
+"""Figures: the focal-loss curves of Lin et al. (2017, Fig. 1), reliability diagrams, sensitivity by lesion size,
+training curves, and a bar-with-CI helper the comparison report reuses.
+
+Figures are built with matplotlib's object-oriented API (``Figure`` + the Agg canvas), never ``pyplot``, so
+importing this module changes no global backend and works headless. PNGs are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from seg._types import PathLike
+from seg.calibration import CalibrationResult
+
+FOCAL_GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)
+
+
+def save_figure(fig: Figure, out_png: PathLike, *, dpi: int = 120) -> Path:
+    """Write ``fig`` as PNG to a temporary file beside ``out_png``, then rename it into place."""
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)  # attach the Agg canvas: no pyplot, no global backend
+    return fig
+
+
+# ------------------------------------------------------------------------------------------ focal loss
+def focal_loss_curves(p: np.ndarray, gammas: Sequence[float] = FOCAL_GAMMAS) -> dict[float, np.ndarray]:
+    """FL(p_t) = -(1 - p_t)^γ log(p_t) (Lin et al., 2017, no α) for each γ; ``p`` in (0, 1], any shape."""
+    p = np.asarray(p, dtype=np.float64)
+    if np.any(p <= 0) or np.any(p > 1):
+        raise ValueError("p must lie in (0, 1]: the loss is infinite at p = 0")
+    return {float(g): -((1.0 - p) ** g) * np.log(p) for g in gammas}
+
+
+def plot_focal_curves(out_png: PathLike, gammas: Sequence[float] = FOCAL_GAMMAS) -> Path:
+    """Loss against the probability of the ground-truth class for each γ, as in Lin et al. (2017), Figure 1."""
+    p = np.linspace(1e-3, 1.0, 500)
+    fig = _new_figure(6.0, 4.5)
+    ax = fig.add_subplot()
+    for gamma, loss in focal_loss_curves(p, gammas).items():
+        ax.plot(p, loss, linewidth=2, label=f"γ = {gamma:g}")
+    ax.set(xlim=(0, 1), ylim=(0, 5), xlabel="probability of ground truth class", ylabel="loss",
+           title=r"Focal loss  $\mathrm{FL}(p_t) = -(1 - p_t)^\gamma \log(p_t)$")
+    ax.annotate("well-classified\nexamples", xy=(0.8, 0.3), xytext=(0.62, 1.6), ha="center",
+                arrowprops={"arrowstyle": "->"})
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, out_png)
+
+
+def plot_focal_main(argv: list[str] | None = None) -> int:
+    """``seg-plot-focal --output PNG [--gammas 0 0.5 1 2 5]``."""
+    parser = argparse.ArgumentParser(prog="seg-plot-focal", description=plot_focal_curves.__doc__)
+    parser.add_argument("--output", default="focal_loss.png", help="PNG to write (default: %(default)s)")
+    parser.add_argument("--gammas", type=float, nargs="+", default=list(FOCAL_GAMMAS))
+    args = parser.parse_args(argv)
+    print(f"wrote {plot_focal_curves(args.output, args.gammas)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- generic helpers
+def bar_with_ci(ax: Axes, names: Sequence[str], means: Sequence[float], lows: Sequence[float],
+                highs: Sequence[float], *, color: str | Sequence[str] | None = None):
+    """Bars of ``means`` with asymmetric error bars to ``[lows, highs]`` (e.g. bootstrap CIs); returns the bars."""
+    means_a, lows_a, highs_a = (np.asarray(x, dtype=np.float64) for x in (means, lows, highs))
+    if not len(names) == means_a.size == lows_a.size == highs_a.size:
+        raise ValueError(f"names, means, lows, highs must have one value per bar, got lengths "
+                         f"{len(names)}, {means_a.size}, {lows_a.size}, {highs_a.size}")
+    errors = np.stack([means_a - lows_a, highs_a - means_a])  # (2, N): below, above
+    bars = ax.bar(list(names), means_a, yerr=np.nan_to_num(errors), capsize=4, color=color)
+    for bar, mean in zip(bars, means_a, strict=True):
+        ax.annotate(f"{mean:.3f}", (bar.get_x() + bar.get_width() / 2, 0), xytext=(0, 3),
+                    textcoords="offset points", ha="center", fontsize=8)
+    return bars
+
+
+def plot_sensitivity_by_size(out_png: PathLike, bin_names: Sequence[str], series: Mapping[str, Sequence[float]],
+                             *, lows: Mapping[str, Sequence[float]] | None = None,
+                             highs: Mapping[str, Sequence[float]] | None = None,
+                             counts: Sequence[int] | None = None, unit: str = "voxels") -> Path:
+    """Grouped bars: lesion sensitivity per size bin (x) for each method in ``series`` {method: one value per bin}.
+
+    ``lows``/``highs`` (same keys) add CI error bars; ``counts`` (GT lesions per bin) label the x ticks.
+    NaN (no lesion in a bin) is drawn as a missing bar.
+    """
+    fig = _new_figure(1.6 + 1.4 * len(bin_names), 4.0)
+    ax = fig.add_subplot()
+    x = np.arange(len(bin_names))
+    width = 0.8 / max(len(series), 1)
+    for i, (name, values) in enumerate(series.items()):
+        values_a = np.asarray(values, dtype=np.float64)
+        if values_a.size != len(bin_names):
+            raise ValueError(f"series {name!r} has {values_a.size} values but there are {len(bin_names)} bins")
+        yerr = None
+        if lows is not None and highs is not None:
+            yerr = np.nan_to_num(np.stack([values_a - np.asarray(lows[name]), np.asarray(highs[name]) - values_a]))
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, np.nan_to_num(values_a), width, yerr=yerr, capsize=3,
+               label=name)
+    ticks = list(bin_names) if counts is None else [f"{b}\n(n = {c})" for b, c in zip(bin_names, counts, strict=True)]
+    ax.set_xticks(x, ticks)
+    ax.set(ylim=(0, 1.05), ylabel="lesion sensitivity", xlabel=f"lesion size ({unit})",
+           title="Detection by lesion size")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, out_png)
+
+
+def _as_calibration(value: CalibrationResult | Mapping) -> dict[str, np.ndarray | float]:
+    if isinstance(value, CalibrationResult):
+        value = value.to_dict()
+    return {k: np.asarray(v, dtype=np.float64) if isinstance(v, list) else float(v) for k, v in value.items()
+            if k in ("ece", "bin_edges", "bin_count", "bin_confidence", "bin_frequency")}
+
+
+def plot_reliability(out_png: PathLike,
+                     calibrations: CalibrationResult | Mapping[str, CalibrationResult | Mapping],
+                     *, title: str = "Reliability of foreground probabilities") -> Path:
+    """Reliability diagram (observed foreground frequency vs mean predicted probability per bin) and, below,
+    the voxel count per bin (log scale). ``calibrations``: one result, or {method name: result} to overlay.
+    Results may also be the JSON form from ``CalibrationResult.to_dict()``.
+    """
+    if isinstance(calibrations, CalibrationResult) or (isinstance(calibrations, Mapping) and "ece" in calibrations):
+        calibrations = {"model": calibrations}
+    fig = _new_figure(5.0, 6.0)
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    for name, result in calibrations.items():
+        data = _as_calibration(result)
+        centres = (data["bin_edges"][:-1] + data["bin_edges"][1:]) / 2
+        keep = data["bin_count"] > 0
+        top.plot(data["bin_confidence"][keep], data["bin_frequency"][keep], marker="o",
+                 label=f"{name} (ECE = {data['ece']:.4f})")
+        bottom.step(centres, np.maximum(data["bin_count"], 1), where="mid", label=name)
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed foreground frequency", title=title)
+    top.legend(loc="upper left", fontsize=8)
+    top.grid(alpha=0.3)
+    bottom.set(yscale="log", xlabel="predicted foreground probability", ylabel="voxels")
+    return save_figure(fig, out_png)
+
+
+# ------------------------------------------------------------------------------------- training curves
+def _read_metrics_csv(metrics_csv: PathLike) -> dict[str, np.ndarray]:
+    with open(metrics_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"'{metrics_csv}' has no rows: nothing was logged")
+    columns: dict[str, np.ndarray] = {}
+    for name in rows[0]:
+        columns[name] = np.array([float(r[name]) if r[name] not in ("", None) else math.nan for r in rows])
+    return columns
+
+
+def plot_training_curves(metrics_csv: PathLike, out_png: PathLike) -> Path:
+    """Curves from Lightning's CSVLogger ``metrics.csv`` (columns ``step``, ``epoch`` and one per logged metric,
+    empty where a row did not log it), against ``step``.
+
+    Panels: columns containing "loss"; other ``train/`` columns (loss terms); metrics whose values lie in [0, 1]
+    (Dice, F1, ...); any remaining metric (e.g. FP per volume). Learning-rate columns are skipped.
+    """
+    columns = _read_metrics_csv(metrics_csv)
+    x_name = "step" if "step" in columns else "epoch"
+    if x_name not in columns:
+        raise ValueError(f"'{metrics_csv}' has neither a 'step' nor an 'epoch' column; is it a CSVLogger file?")
+    panels: dict[str, list[str]] = {"losses": [], "loss terms": [], "metrics in [0, 1]": [], "other metrics": []}
+    for name, values in columns.items():
+        finite = values[np.isfinite(values)]
+        if name in ("step", "epoch") or name.startswith("lr") or finite.size == 0:
+            continue
+        if "loss" in name:
+            panels["losses"].append(name)
+        elif name.startswith("train"):
+            panels["loss terms"].append(name)
+        elif finite.min() >= 0 and finite.max() <= 1:
+            panels["metrics in [0, 1]"].append(name)
+        else:
+            panels["other metrics"].append(name)
+    panels = {title: names for title, names in panels.items() if names}
+    if not panels:
+        raise ValueError(f"'{metrics_csv}' has no metric column with a value to plot")
+    fig = _new_figure(6.0, 2.6 * len(panels))
+    axes = np.atleast_1d(fig.subplots(len(panels), 1, sharex=True))
+    for ax, (title, names) in zip(axes, panels.items(), strict=True):
+        for name in names:
+            keep = np.isfinite(columns[name]) & np.isfinite(columns[x_name])
+            ax.plot(columns[x_name][keep], columns[name][keep], marker="." if keep.sum() < 50 else None, label=name)
+        ax.set(title=title)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel(x_name)
+    return save_figure(fig, out_png)
