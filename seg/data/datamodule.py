@@ -1,0 +1,307 @@
+"""``SegDataModule``: a seeded train/validation split (or k folds), cached MONAI pipelines, class counts.
+
+Every public value is a pure function of the dataset files and the constructor arguments: the split is
+drawn from case names sorted alphabetically with ``numpy.random.default_rng(seed)``, the target spacing
+is a median of header values, and class counts are exact integer voxel counts of the training labels.
+So under multi-process (DDP) training every rank computes the same split, preprocessing and counts
+without communicating; rank 0's ``prepare_data`` also writes the counts to
+``<cache_dir>/class_frequencies.json`` (atomically), which other ranks and later runs read when it
+matches the current training split.
+
+Caching: with ``cache=True`` both datasets are MONAI ``CacheDataset``s. The training set keeps, per case,
+the deterministic prefix (loaded, reoriented, cropped, resampled, normalised, padded volume plus sampled
+lesion/background indices) in memory; patches and augmentation are drawn fresh at every step. The
+validation set keeps whole preprocessed volumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from monai.data import CacheDataset, Dataset, list_data_collate
+from monai.data.utils import worker_init_fn
+from torch.utils.data import DataLoader
+
+from seg.data.layouts import Case, DatasetSpec, load_dataset
+from seg.data.transforms import Preprocessing, median_spacing, train_transforms, val_transforms
+
+COUNTS_FILE = "class_frequencies.json"
+DEFAULT_PATCH = {2: [128, 128], 3: [64, 64, 64]}
+
+
+def split_cases(names: list[str], *, seed: int, val_fraction: float = 0.2, num_folds: int | None = None,
+                fold: int = 0) -> tuple[list[str], list[str]]:
+    """Seeded split of case names into ``(train, validation)``, independent of the input order.
+
+    With ``num_folds``, the shuffled names are cut into that many near-equal folds and fold ``fold`` is
+    the validation set (so the folds of one seed are disjoint and cover every case). Otherwise the first
+    ``round(val_fraction * N)`` shuffled names (at least one when ``val_fraction > 0``, at most N - 1).
+    """
+    if len(set(names)) != len(names):
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"case names must be unique to split them; repeated: {duplicates[:5]}")
+    ordered = sorted(names)
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    if num_folds is not None:
+        if num_folds < 2 or num_folds > len(ordered):
+            raise ValueError(f"num_folds must be between 2 and the number of cases ({len(ordered)}), "
+                             f"got {num_folds}")
+        if not 0 <= fold < num_folds:
+            raise ValueError(f"fold must be in 0..{num_folds - 1}, got {fold}")
+        val_positions = set(np.array_split(order, num_folds)[fold].tolist())
+    else:
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        n_val = round(val_fraction * len(ordered))
+        if val_fraction > 0:
+            n_val = min(max(n_val, 1), len(ordered) - 1)
+        val_positions = set(order[:n_val].tolist())
+    train = [n for i, n in enumerate(ordered) if i not in val_positions]
+    val = [n for i, n in enumerate(ordered) if i in val_positions]
+    return train, val
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Write JSON atomically: a temporary file in the same folder, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2)
+    os.replace(tmp, path)
+
+
+class SegDataModule(pl.LightningDataModule):
+    """Training patches and whole validation volumes from an MSD / nnU-Net / folders dataset.
+
+    Args:
+        dataset: path to a ``dataset.json`` or dataset folder (see :func:`seg.data.layouts.load_dataset`),
+            or a ``DatasetSpec``.
+        spatial_dims: 3 (3D patches) or 2 (2D patches: slices of 3D volumes, or native 2D images).
+        patch_size: training patch ``(H, W)`` or ``(D, H, W)`` in voxels after resampling; None gives
+            64³ (3D) or 128² (2D).
+        batch_size: cases per training batch; a batch holds ``batch_size * samples_per_volume`` patches.
+        samples_per_volume: patches drawn from each loaded case (``num_samples`` of RandCropByPosNegLabeld).
+        pos_fraction: probability that a patch is centred on a lesion (foreground) voxel; nnU-Net uses 0.33.
+        val_fraction: share of cases held out for validation (ignored when ``num_folds`` is set).
+        num_folds: k of a k-fold split; ``fold`` picks the validation fold.
+        fold: validation fold index, ``0..num_folds-1``.
+        seed: seed of the split and of the transforms' random state.
+        num_workers: DataLoader worker processes (and threads filling the cache).
+        target_spacing: "median" (per-axis median over the dataset's headers, as nnU-Net), a spacing per
+            axis in RAS order, or None (no resampling). For 2D slices of 3D volumes the through-plane axis is
+            never resampled.
+        normalization: "zscore" (inside the non-zero region, per channel), "ct" (window ``ct_window``) or
+            "none".
+        ct_window: ``[lo, hi]`` for ``normalization="ct"``, e.g. ``[-100, 200]``.
+        cache: keep the deterministic part of each case in memory (``CacheDataset``).
+        cache_dir: folder for ``class_frequencies.json`` (the run directory); None: no file.
+        augment: flips, 90° turns, small affine, intensity scale/shift, noise, gamma.
+    """
+
+    def __init__(
+        self,
+        dataset: str | DatasetSpec,
+        spatial_dims: int = 3,
+        patch_size: list[int] | None = None,
+        batch_size: int = 2,
+        samples_per_volume: int = 2,
+        pos_fraction: float = 0.33,
+        val_fraction: float = 0.2,
+        num_folds: int | None = None,
+        fold: int = 0,
+        seed: int = 0,
+        num_workers: int = 0,
+        target_spacing: list[float] | str | None = "median",
+        normalization: str = "zscore",
+        ct_window: list[float] | None = None,
+        cache: bool = True,
+        cache_dir: str | None = None,
+        augment: bool = True,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if isinstance(target_spacing, str) and target_spacing != "median":
+            raise ValueError(f"target_spacing must be 'median', a list of spacings or null, got {target_spacing!r}")
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}")
+        self.dataset = dataset
+        self.spatial_dims = spatial_dims
+        self.patch_size = list(patch_size) if patch_size is not None else DEFAULT_PATCH[spatial_dims]
+        if len(self.patch_size) != spatial_dims:
+            raise ValueError(f"patch_size {self.patch_size} has {len(self.patch_size)} values but spatial_dims "
+                             f"is {spatial_dims}")
+        self.batch_size = batch_size
+        self.samples_per_volume = samples_per_volume
+        self.pos_fraction = pos_fraction
+        self.seed = seed
+        self.num_workers = num_workers
+        self.target_spacing = target_spacing
+        self.normalization = normalization
+        self.ct_window = ct_window
+        self.cache = cache
+        self.cache_dir = cache_dir
+        self.augment = augment
+        self._split_args = {"seed": seed, "val_fraction": val_fraction, "num_folds": num_folds, "fold": fold}
+        self._spec: DatasetSpec | None = None
+        self._split: tuple[list[Case], list[Case]] | None = None
+        self._preprocessing: Preprocessing | None = None
+        self._counts: np.ndarray | None = None
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+
+    # ------------------------------------------------------------------ dataset facts (no setup needed)
+    @property
+    def spec(self) -> DatasetSpec:
+        if self._spec is None:
+            self._spec = self.dataset if isinstance(self.dataset, DatasetSpec) else load_dataset(self.dataset)
+            unlabelled = [c.name for c in self._spec.cases if c.label is None]
+            if unlabelled:
+                raise ValueError(f"training cases without a label file: {unlabelled[:5]}; "
+                                 "every training case needs one")
+            if len(self._spec.cases) < 2:
+                raise ValueError(f"dataset '{self._spec.root}' has {len(self._spec.cases)} training case(s); "
+                                 "a train/validation split needs at least 2")
+        return self._spec
+
+    @property
+    def train_cases(self) -> list[Case]:
+        return self._cases()[0]
+
+    @property
+    def val_cases(self) -> list[Case]:
+        return self._cases()[1]
+
+    def _cases(self) -> tuple[list[Case], list[Case]]:
+        if self._split is None:
+            by_name = {c.name: c for c in self.spec.cases}
+            train, val = split_cases(list(by_name), **self._split_args)
+            self._split = ([by_name[n] for n in train], [by_name[n] for n in val])
+        return self._split
+
+    @property
+    def num_classes(self) -> int:
+        """Classes including background (the network's output channels for softmax)."""
+        return self.spec.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.spec.channel_names) or len(self.spec.cases[0].images)
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        return dict(self.spec.labels)
+
+    @property
+    def preprocessing_config(self) -> Preprocessing:
+        if self._preprocessing is None:
+            self._preprocessing = self._make_preprocessing()
+        return self._preprocessing
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Plain dict for checkpoints; ``Preprocessing.from_dict`` + ``inference_transforms`` replay it."""
+        return self.preprocessing_config.to_dict()
+
+    def _make_preprocessing(self) -> Preprocessing:
+        import nibabel as nib
+
+        first_images = [c.images[0] for c in self.spec.cases]
+        image_dims = min(len(nib.load(str(first_images[0])).shape), 3)
+        if self.spatial_dims == 3 and image_dims == 2:
+            raise ValueError(f"'{first_images[0]}' is a 2D image; set spatial_dims: 2 to train on 2D images")
+        spacing: list[float] | None
+        if self.target_spacing == "median":
+            spacing = list(median_spacing(first_images))
+        else:
+            spacing = None if self.target_spacing is None else [float(s) for s in self.target_spacing]
+        if spacing is not None and self.spatial_dims == 2 and image_dims == 3:
+            spacing = [*spacing[:2], -1.0]  # slices: keep the through-plane spacing (nnU-Net 2D does too)
+        names = tuple(self.spec.channel_names) or tuple(f"channel_{i}" for i in range(self.in_channels))
+        return Preprocessing(
+            spatial_dims=self.spatial_dims, image_dims=image_dims,
+            target_spacing=None if spacing is None else tuple(spacing), normalization=self.normalization,
+            ct_window=None if self.ct_window is None else tuple(self.ct_window),
+            orientation="RAS" if image_dims == 3 else None, crop_foreground=True, channel_names=names,
+        )
+
+    # ------------------------------------------------------------------ class counts (for α)
+    def class_counts(self) -> np.ndarray:
+        """Voxel count per class over the training split's label files, float64 ``(num_classes,)``.
+
+        Counted on the label files as stored (before resampling) with ``seg.alpha.class_frequencies``,
+        streamed one file at a time; read from / written to ``<cache_dir>/class_frequencies.json``.
+        """
+        if self._counts is None:
+            self._counts = self._cached_counts()
+            if self._counts is None:
+                from seg.alpha import class_frequencies
+
+                labels = [c.label for c in self.train_cases]
+                self._counts = class_frequencies(labels, self.num_classes, ignore_index=self.spec.ignore_label,
+                                                 progress=True)
+                if self.cache_dir is not None:
+                    _write_json(Path(self.cache_dir) / COUNTS_FILE, self._counts_record(self._counts))
+        return self._counts.copy()
+
+    def _counts_record(self, counts: np.ndarray | None) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "ignore_index": self.spec.ignore_label,
+                "train_cases": [c.name for c in self.train_cases],
+                "counts": None if counts is None else [int(c) for c in counts]}
+
+    def _cached_counts(self) -> np.ndarray | None:
+        if self.cache_dir is None:
+            return None
+        path = Path(self.cache_dir) / COUNTS_FILE
+        try:
+            record = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        expected = self._counts_record(None)
+        if any(record.get(k) != v for k, v in expected.items() if k != "counts"):
+            return None  # another split or label set: recount
+        return np.asarray(record["counts"], dtype=np.float64)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        """Rank 0 only: count classes once and write the JSON the other ranks may read."""
+        self.class_counts()
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and self.train_dataset is None:
+            transform = train_transforms(self.preprocessing_config, self.patch_size,
+                                         samples_per_volume=self.samples_per_volume,
+                                         pos_fraction=self.pos_fraction, augment=self.augment)
+            transform.set_random_state(seed=self.seed)
+            self.train_dataset = self._dataset(self.train_cases, transform)
+        if stage in ("fit", "validate", None) and self.val_dataset is None:
+            self.val_dataset = self._dataset(self.val_cases, val_transforms(self.preprocessing_config))
+
+    def _dataset(self, cases: list[Case], transform) -> Dataset:
+        items = [{**c.as_dict(), "name": c.name} for c in cases]
+        if not self.cache:
+            return Dataset(items, transform=transform)
+        return CacheDataset(items, transform=transform, cache_rate=1.0, num_workers=max(self.num_workers, 1))
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            self.setup("fit")
+        return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True,
+                          num_workers=self.num_workers, collate_fn=list_data_collate,
+                          worker_init_fn=worker_init_fn, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Whole preprocessed volumes, batch size 1: ``image`` ``(1, C, *spatial)`` and ``label``
+        ``(1, 1, *spatial)`` MetaTensors (spatial is 3D even in 2D mode when the images are volumes)."""
+        if self.val_dataset is None:
+            self.setup("validate")
+        if len(self.val_dataset) == 0:
+            return []
+        return DataLoader(self.val_dataset, batch_size=1, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=list_data_collate, persistent_workers=self.num_workers > 0)

@@ -1,0 +1,270 @@
+"""MONAI pipelines: the deterministic preprocessing (replayed at inference) and the training pipeline.
+
+Order of the deterministic part, as in nnU-Net v2 (crop, resample, normalise)::
+
+    load (channels stacked) -> orient to RAS -> crop to the non-zero region -> resample to target spacing
+    -> normalise (z-score inside the non-zero region, or a CT window)
+
+Training adds: pad to the patch size -> sampled foreground/background indices (cached) ->
+lesion-centric patches (``RandCropByPosNegLabeld``, share ``pos_fraction`` centred on a lesion voxel) ->
+[2D from 3D volumes: patches ``(H, W, 1)``, last axis squeezed] -> cheap augmentation -> plain tensors.
+Everything before the first random transform is what ``CacheDataset`` keeps in memory.
+
+:class:`Preprocessing` is the plain-typed description of the deterministic part; checkpoints store
+``Preprocessing.to_dict()`` and inference rebuilds the same pipeline with :func:`inference_transforms`,
+whose ``inverse`` (or :func:`invert_to_input_space`) puts a prediction back on the input's grid.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    EnsureTyped,
+    Invertd,
+    LoadImaged,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    RandAdjustContrastd,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+    SqueezeDimd,
+)
+
+from seg._types import PathLike
+from seg.data._sampling import BG_SUFFIX, FG_SUFFIX, SampledLabelIndicesd
+
+NORMALIZATIONS = ("zscore", "ct", "none")
+KEYS = ("image", "label")
+
+
+def _suggest(value: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(value, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The deterministic preprocessing, in plain types (stored in checkpoints, replayed at inference).
+
+    Attributes:
+        spatial_dims: dimensions the network sees, 2 or 3.
+        image_dims: dimensions of the stored images, 2 (native 2D) or 3. ``spatial_dims=2, image_dims=3``
+            means 2D slices (last RAS axis, axial) of 3D volumes.
+        target_spacing: spacing to resample to, one value per image axis in RAS order; a non-positive
+            value keeps that axis' spacing (MONAI ``Spacing``); None: no resampling.
+        normalization: "zscore" (per channel, inside the non-zero region), "ct" (clip ``ct_window`` and
+            scale to [0, 1]) or "none".
+        ct_window: ``(lo, hi)`` intensity window, required for "ct".
+        orientation: axis codes images are reoriented to; None for native 2D images (their in-plane
+            affines are often degenerate), which are used as stored.
+        crop_foreground: crop to the bounding box of non-zero voxels (any channel).
+        channel_names: one name per input channel.
+    """
+
+    spatial_dims: int = 3
+    image_dims: int = 3
+    target_spacing: tuple[float, ...] | None = None
+    normalization: str = "zscore"
+    ct_window: tuple[float, float] | None = None
+    orientation: str | None = "RAS"
+    crop_foreground: bool = True
+    channel_names: tuple[str, ...] = ("image",)
+
+    def __post_init__(self) -> None:
+        if self.spatial_dims not in (2, 3) or self.image_dims not in (2, 3):
+            raise ValueError(f"spatial_dims and image_dims must be 2 or 3, got {self.spatial_dims} and "
+                             f"{self.image_dims}")
+        if self.spatial_dims < self.image_dims - 1 or self.spatial_dims > self.image_dims:
+            raise ValueError(f"a {self.spatial_dims}D network cannot be trained on {self.image_dims}D images; "
+                             f"use spatial_dims={self.image_dims}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {self.normalization!r}; expected one of {NORMALIZATIONS}"
+                             + _suggest(self.normalization, NORMALIZATIONS))
+        if self.normalization == "ct" and (self.ct_window is None or len(self.ct_window) != 2
+                                           or not self.ct_window[0] < self.ct_window[1]):
+            raise ValueError(f"normalization 'ct' needs ct_window [lo, hi] with lo < hi, got {self.ct_window}")
+        if self.target_spacing is not None and len(self.target_spacing) != self.image_dims:
+            raise ValueError(f"target_spacing {list(self.target_spacing)} has {len(self.target_spacing)} values "
+                             f"but the images are {self.image_dims}D: give one per axis (RAS order)")
+
+    def to_dict(self) -> dict:
+        """Plain dict (lists, not tuples) for checkpoints and YAML."""
+        out = asdict(self)
+        for name in ("target_spacing", "ct_window", "channel_names"):
+            out[name] = None if out[name] is None else list(out[name])
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Preprocessing:
+        """Inverse of :meth:`to_dict`; unknown keys are errors (a checkpoint from another version)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys {unknown}; expected a subset of {sorted(known)}")
+        kwargs = dict(values)
+        for name in ("target_spacing", "ct_window", "channel_names"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = tuple(kwargs[name])
+        return cls(**kwargs)
+
+
+def ras_spacing(path: PathLike) -> tuple[float, ...]:
+    """Voxel spacing of a NIfTI file in RAS axis order, from its header only (no voxel data read).
+
+    Returns one value per spatial axis (2 for a 2D image, 3 otherwise; a 4th axis is ignored).
+    """
+    image = nib.load(str(path))
+    ndim = min(len(image.shape), 3)
+    zooms = image.header.get_zooms()[:ndim]
+    if ndim == 2:  # native 2D images are not reoriented (see Preprocessing.orientation)
+        return tuple(float(z) for z in zooms)
+    ornt = nib.io_orientation(image.affine)  # row i: (RAS axis of stored axis i, flip)
+    ras = [0.0] * ndim
+    for axis, zoom in enumerate(zooms):
+        ras[int(ornt[axis, 0])] = float(zoom)
+    return tuple(ras)
+
+
+def median_spacing(paths: Sequence[PathLike]) -> tuple[float, ...]:
+    """Per-axis median of :func:`ras_spacing` over ``paths`` (nnU-Net's default target spacing)."""
+    if not paths:
+        raise ValueError("median_spacing needs at least one image path, got none")
+    spacings = np.array([ras_spacing(p) for p in paths], dtype=np.float64)  # (N, ndim)
+    return tuple(float(s) for s in np.median(spacings, axis=0))
+
+
+def _nonzero(x: torch.Tensor) -> torch.Tensor:
+    """Foreground of ``CropForegroundd``: any non-zero voxel (module-level so workers can pickle it)."""
+    return x != 0
+
+
+def deterministic_transforms(cfg: Preprocessing, keys: Sequence[str] = KEYS, *,
+                             allow_missing_keys: bool = False) -> list[MapTransform]:
+    """The deterministic preprocessing of ``keys`` (first key: image, second: label, resampled nearest)."""
+    keys = list(keys)
+    image_key = keys[0]
+    modes = ["bilinear"] + ["nearest"] * (len(keys) - 1)
+    missing = {"allow_missing_keys": allow_missing_keys}
+    steps: list[MapTransform] = [
+        LoadImaged(keys, reader="NibabelReader", ensure_channel_first=True, image_only=True, **missing),
+    ]
+    if cfg.orientation is not None:
+        steps.append(Orientationd(keys, axcodes=cfg.orientation[: cfg.image_dims], labels=None, **missing))
+    if cfg.crop_foreground:
+        steps.append(CropForegroundd(keys, source_key=image_key, select_fn=_nonzero, allow_smaller=True,
+                                     **missing))
+    if cfg.target_spacing is not None:
+        steps.append(Spacingd(keys, pixdim=cfg.target_spacing, mode=modes, **missing))
+    if cfg.normalization == "zscore":
+        steps.append(NormalizeIntensityd(image_key, nonzero=True, channel_wise=True))
+    elif cfg.normalization == "ct":
+        lo, hi = cfg.ct_window
+        steps.append(ScaleIntensityRanged(image_key, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
+    return steps
+
+
+def inference_transforms(cfg: Preprocessing | dict, *, with_label: bool = True) -> Compose:
+    """Deterministic, invertible pipeline for ``{"image": paths[, "label": path]}`` (label optional).
+
+    The output image is a MetaTensor ``(C, *spatial)`` float32 whose ``applied_operations`` let
+    :func:`invert_to_input_space` map a prediction back onto the input file's grid.
+    """
+    cfg = Preprocessing.from_dict(cfg) if isinstance(cfg, dict) else cfg
+    keys = KEYS if with_label else KEYS[:1]
+    return Compose(deterministic_transforms(cfg, keys, allow_missing_keys=True))
+
+
+def val_transforms(cfg: Preprocessing) -> Compose:
+    """Whole preprocessed volumes with labels, MetaTensors (for sliding-window validation)."""
+    return Compose(deterministic_transforms(cfg, KEYS))
+
+
+def invert_to_input_space(prediction: torch.Tensor, image: MetaTensor, transforms: Compose, *,
+                          nearest: bool = True) -> MetaTensor:
+    """Put a prediction made on a preprocessed image back onto the original file's grid.
+
+    Args:
+        prediction: ``(K, *spatial)`` on the grid of ``image`` (labels or probabilities; no batch axis).
+        image: the preprocessed image ``(C, *spatial)`` MetaTensor that ``transforms`` produced.
+        transforms: the pipeline that produced ``image`` (e.g. :func:`inference_transforms`).
+        nearest: nearest-neighbour resampling (labels); False interpolates as the image was (probabilities).
+
+    Returns:
+        MetaTensor ``(K, *original spatial)`` whose ``affine`` is the input file's affine.
+    """
+    if tuple(prediction.shape[1:]) != tuple(image.shape[1:]):
+        raise ValueError(f"prediction has spatial shape {tuple(prediction.shape[1:])} but the preprocessed "
+                         f"image has {tuple(image.shape[1:])}; predict on the preprocessed image")
+    inverter = Invertd("pred", transform=transforms, orig_keys="image", nearest_interp=nearest)
+    return inverter({"pred": prediction, "image": image})["pred"]
+
+
+def _augmentation(spatial_dims: int, patch_size: Sequence[int]) -> list[MapTransform]:
+    """Modest, CPU-cheap augmentation of patches: flips, in-plane 90° turns, small affine, intensity."""
+    steps: list[MapTransform] = [RandFlipd(KEYS, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
+    if patch_size[0] == patch_size[1]:  # a 90° turn of a non-square patch would change its shape
+        steps.append(RandRotate90d(KEYS, prob=0.5, max_k=3, spatial_axes=(0, 1)))
+    in_plane = math.pi / 12
+    steps += [
+        RandAffined(KEYS, prob=0.2, mode=("bilinear", "nearest"), padding_mode="zeros",
+                    rotate_range=(in_plane,) if spatial_dims == 2 else (0.0, 0.0, in_plane),
+                    scale_range=(0.1,) * spatial_dims),
+        RandScaleIntensityd("image", factors=0.1, prob=0.5),
+        RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+        RandGaussianNoised("image", prob=0.15, std=0.1),
+        RandAdjustContrastd("image", prob=0.15, gamma=(0.7, 1.5)),
+    ]
+    return steps
+
+
+def train_transforms(cfg: Preprocessing, patch_size: Sequence[int], *, samples_per_volume: int = 2,
+                     pos_fraction: float = 0.33, augment: bool = True,
+                     max_indices: int | None = 10_000) -> Compose:
+    """Deterministic prefix + lesion-centric patches + augmentation.
+
+    Each input case yields ``samples_per_volume`` dicts with ``image`` float32 ``(C, *patch_size)`` and
+    ``label`` float32 ``(1, *patch_size)`` (integral values), plain tensors (no metadata: faster steps).
+    A patch is centred on a foreground voxel with probability ``pos_fraction``, else on a background voxel.
+    """
+    if len(patch_size) != cfg.spatial_dims:
+        raise ValueError(f"patch_size {list(patch_size)} has {len(patch_size)} values but spatial_dims is "
+                         f"{cfg.spatial_dims}")
+    if not 0.0 <= pos_fraction <= 1.0:
+        raise ValueError(f"pos_fraction must be in [0, 1], got {pos_fraction}")
+    if samples_per_volume < 1:
+        raise ValueError(f"samples_per_volume must be >= 1, got {samples_per_volume}")
+    slices = cfg.spatial_dims == 2 and cfg.image_dims == 3
+    crop_size = [*patch_size, 1] if slices else list(patch_size)  # 2D from 3D: (H, W, 1) patches
+    steps = deterministic_transforms(cfg, KEYS)
+    steps += [
+        SpatialPadd(KEYS, spatial_size=crop_size),
+        SampledLabelIndicesd("label", max_indices=max_indices),
+        RandCropByPosNegLabeld(KEYS, label_key="label", spatial_size=crop_size, pos=pos_fraction,
+                               neg=1.0 - pos_fraction, num_samples=samples_per_volume,
+                               fg_indices_key=f"label{FG_SUFFIX}", bg_indices_key=f"label{BG_SUFFIX}"),
+    ]
+    if slices:
+        steps.append(SqueezeDimd(KEYS, dim=-1))
+    if augment:
+        steps += _augmentation(cfg.spatial_dims, patch_size)
+    steps.append(EnsureTyped(KEYS, data_type="tensor", dtype=torch.float32, track_meta=False))
+    return Compose(steps)
