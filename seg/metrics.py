@@ -52,6 +52,18 @@ def _check_pair(pred: np.ndarray, label: np.ndarray) -> None:
                          "drop batch/channel axes first")
 
 
+def _crop_to_union(p: np.ndarray, g: np.ndarray, margin: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Crop both masks to the bounding box of their union grown by ``margin`` voxels.
+
+    Surface distances only involve voxels inside that box, and the margin keeps MONAI's edge detection from
+    seeing an artificial border, so HD95 and surface Dice are unchanged while MONAI's full-volume distance
+    transforms (seconds on a 240x240x155 volume) shrink to the lesion region.
+    """
+    box = ndimage.find_objects((p | g).astype(np.uint8))[0]
+    box = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(box, p.shape, strict=True))
+    return p[box], g[box]
+
+
 def dice(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tensor) -> float:
     """Dice of two binary masks ``(*spatial)`` (any dtype; non-zero = foreground). Both empty -> 1.0."""
     p, g = _as_bool(pred), _as_bool(label)
@@ -96,6 +108,7 @@ def hd95(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tensor, *,
         return 0.0
     if not p.any() or not g.any():
         return float("nan")
+    p, g = _crop_to_union(p, g)
     with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal use of a deprecated argument
         warnings.simplefilter("ignore", FutureWarning)
         value = compute_hausdorff_distance(torch.from_numpy(p[None, None]), torch.from_numpy(g[None, None]),
@@ -115,6 +128,7 @@ def surface_dice(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tens
         return 1.0
     if not p.any() or not g.any():
         return 0.0
+    p, g = _crop_to_union(p, g)
     with warnings.catch_warnings():  # as in hd95
         warnings.simplefilter("ignore", FutureWarning)
         value = compute_surface_dice(torch.from_numpy(p[None, None]), torch.from_numpy(g[None, None]),

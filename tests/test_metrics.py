@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -192,3 +193,21 @@ def test_surface_dice_tolerance_in_mm():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match=r"prediction has shape \(3, 3\) but the label has \(3, 4\)"):
         lesion_metrics(np.zeros((3, 3)), np.zeros((3, 4)))
+
+
+def test_hd95_and_surface_dice_equal_monai_on_the_full_volume():
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
+    rng = np.random.default_rng(2)
+    label = np.zeros((30, 30, 20), dtype=bool)
+    label[8:16, 10:20, 5:12] = True
+    pred = np.roll(label, 2, axis=1) | (rng.random(label.shape) > 0.995)  # shifted, plus speckle
+    p, g = torch.from_numpy(pred[None, None]), torch.from_numpy(label[None, None])  # (B=1, C=1, *spatial)
+    spacing = [1.0, 0.8, 2.5]
+    with warnings.catch_warnings():  # MONAI's internal deprecation warning
+        warnings.simplefilter("ignore", FutureWarning)
+        reference_hd = float(compute_hausdorff_distance(p, g, include_background=True, percentile=95,
+                                                        spacing=spacing)[0, 0])
+        reference_nsd = float(compute_surface_dice(p, g, [1.5], include_background=True, spacing=spacing)[0, 0])
+    assert hd95(pred, label, spacing=spacing) == pytest.approx(reference_hd, rel=1e-6)
+    assert surface_dice(pred, label, tolerance=1.5, spacing=spacing) == pytest.approx(reference_nsd, rel=1e-6)
