@@ -146,13 +146,14 @@ def plot_reliability(out_png: PathLike,
     fig = _new_figure(5.0, 6.0)
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
     top.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
-    for name, result in calibrations.items():
+    for i, (name, result) in enumerate(calibrations.items()):
         data = _as_calibration(result)
-        centres = (data["bin_edges"][:-1] + data["bin_edges"][1:]) / 2
         keep = data["bin_count"] > 0
         top.plot(data["bin_confidence"][keep], data["bin_frequency"][keep], marker="o",
                  label=f"{name} (ECE = {data['ece']:.4f})")
-        bottom.step(centres, np.maximum(data["bin_count"], 1), where="mid", label=name)
+        width = np.diff(data["bin_edges"]) / len(calibrations)  # side by side within each bin
+        left = data["bin_edges"][:-1] + i * width
+        bottom.bar(left[keep], data["bin_count"][keep], width[keep], align="edge", alpha=0.7, label=name)
     top.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed foreground frequency", title=title)
     top.legend(loc="upper left", fontsize=8)
     top.grid(alpha=0.3)
