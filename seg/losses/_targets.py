@@ -1,0 +1,181 @@
+"""Input checks shared by the losses: option names, logits/target shapes, label values, α.
+
+Every loss in :mod:`seg.losses` accepts the same targets, checked here once at the boundary:
+
+* integer labels ``(B, 1, *spatial)`` or ``(B, *spatial)`` of any integer dtype, or a float dtype whose
+  values are integral (BraTS stores labels as float32);
+* one-/multi-hot ``(B, C, *spatial)`` with values 0/1 (same shape as the logits). Under softmax it must
+  be one-hot (one 1 per voxel) and is turned into labels.
+
+The checked target is returned flattened, not converted: the losses convert it chunk by chunk, so a
+float or uint8 label volume is never copied whole into int64 (this keeps their peak memory low).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+
+from seg._types import Alpha
+from seg.losses._chunks import chunk_bounds, map_chunks
+
+ACTIVATIONS = ("softmax", "sigmoid")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_option(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``allowed``, else raise ``ValueError`` with a suggestion."""
+    if value in allowed:
+        return value
+    hint = difflib.get_close_matches(str(value), allowed, n=1)
+    raise ValueError(
+        f"unknown {name} {value!r}; expected one of {allowed}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+    )
+
+
+def compute_dtype(logits: torch.Tensor) -> torch.dtype:
+    """float64 stays float64 (for gradcheck); half and bfloat16 are computed in float32."""
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating-point tensor, found dtype {logits.dtype}")
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
+
+
+def _raise_bad_values(values: torch.Tensor, num_classes: int, ignore_index: int | None) -> None:
+    bad = values[(values < 0) | (values >= num_classes)]
+    if ignore_index is not None:
+        bad = bad[bad != ignore_index]
+    if bad.numel():
+        value = bad[0].item()
+        ignore = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+        raise ValueError(
+            f"target has label value {value:g}, but the logits have {num_classes} channels, so labels must lie in "
+            f"[0, {num_classes - 1}]{ignore}; check the label map or the number of output channels"
+        )
+
+
+def _first_bad(flat: torch.Tensor, is_bad) -> float | None:
+    """The first value of ``flat`` where ``is_bad(part)`` is true, checked chunk by chunk, else ``None``."""
+
+    def check(start: int, stop: int) -> float | None:
+        part = flat[start:stop]
+        bad = is_bad(part)
+        return part[bad][0].item() if bool(bad.any()) else None
+
+    found = map_chunks(check, chunk_bounds(flat.numel(), 1), flat.device)
+    return next((value for value in found if value is not None), None)
+
+
+def _check_integral(flat: torch.Tensor) -> None:
+    if not flat.is_floating_point():
+        return
+    value = _first_bad(flat, lambda part: part != part.round())  # also true for NaN
+    if value is not None:
+        raise ValueError(
+            f"target is a float tensor with a non-integral value {value}; labels must be whole numbers "
+            "(round or cast the label map, and check it was not resampled with linear interpolation)"
+        )
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int | None) -> None:
+    """Raise ``ValueError`` unless every value is an integer in ``[0, num_classes)`` or ``ignore_index``."""
+    if labels.numel() == 0:
+        return
+    _check_integral(labels.reshape(-1))
+    low, high = torch.aminmax(labels.reshape(-1).to(torch.float64) if labels.dtype == torch.bool else labels)
+    if low < 0 or high >= num_classes:
+        _raise_bad_values(labels.reshape(-1), num_classes, ignore_index)
+
+
+def check_multihot(target: torch.Tensor, ignore_index: int | None) -> None:
+    """Raise ``ValueError`` unless every value is 0, 1 or ``ignore_index``."""
+    ignore = ignore_index
+
+    def is_bad(part: torch.Tensor) -> torch.Tensor:
+        bad = (part != 0) & (part != 1)
+        return bad & (part != ignore) if ignore is not None else bad
+
+    value = _first_bad(target.reshape(-1), is_bad)
+    if value is not None:
+        raise ValueError(
+            f"one-/multi-hot target has value {value}; expected only 0 and 1 (soft targets are not supported)"
+        )
+
+
+def flatten_inputs(
+    logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Check shapes and values; return ``(logits (B, C, N), target, is_labels)``.
+
+    ``target`` comes back as labels ``(B, N)`` when ``is_labels`` else as multi-hot ``(B, C, N)``,
+    in its own dtype (a view where possible). ``N`` is the number of voxels per image.
+    """
+    check_option("activation", activation, ACTIVATIONS)
+    if logits.ndim < 3:
+        raise ValueError(f"logits must have shape (B, C, *spatial) with 1-3 spatial dims, found {tuple(logits.shape)}")
+    batch, channels, *spatial = logits.shape
+    if activation == "softmax" and channels < 2:
+        raise ValueError(
+            f"softmax needs at least 2 channels, logits have shape {tuple(logits.shape)}; "
+            "use activation='sigmoid' for a single foreground channel"
+        )
+    if target.is_complex():
+        raise ValueError(f"target must be real-valued, found dtype {target.dtype}")
+    label_shapes = ((batch, *spatial), (batch, 1, *spatial))
+    x = logits.reshape(batch, channels, -1)  # (B, C, *spatial) -> (B, C, N)
+    if tuple(target.shape) == tuple(logits.shape) and (channels > 1 or activation == "sigmoid"):
+        check_multihot(target, ignore_index)
+        if activation == "sigmoid":
+            return x, target.reshape(batch, channels, -1), False  # (B, C, N)
+        per_voxel = (target == 1).sum(dim=1)
+        ignored = (target == ignore_index).all(dim=1) if ignore_index is not None else torch.zeros_like(per_voxel, dtype=torch.bool)
+        if bool(((per_voxel != 1) & ~ignored).any()):
+            raise ValueError(
+                "softmax needs one class per voxel, but the (B, C, *spatial) target is not one-hot "
+                "(some voxel has zero or several 1s); pass integer labels (B, 1, *spatial) or use activation='sigmoid'"
+            )
+        labels = target.argmax(dim=1)
+        if ignore_index is not None:
+            labels = torch.where(ignored, torch.full_like(labels, ignore_index), labels)
+        return x, labels.reshape(batch, -1), True
+    if tuple(target.shape) not in label_shapes:
+        raise ValueError(
+            f"logits have shape {tuple(logits.shape)} but target has shape {tuple(target.shape)}; expected labels "
+            f"{label_shapes[1]} or {label_shapes[0]}, or a multi-hot target of the logits' shape"
+        )
+    if activation == "sigmoid" and channels == 1:  # a single channel: the target is its binary mask
+        check_multihot(target, ignore_index)
+        return x, target.reshape(batch, 1, -1), False
+    check_labels(target, channels, ignore_index)
+    return x, target.reshape(batch, -1), True  # (B, N)
+
+
+def alpha_vector(alpha: Alpha, num_classes: int, activation: str) -> torch.Tensor | None:
+    """Turn the user's α into a float64 vector ``(C,)``, or ``None`` for unweighted.
+
+    sigmoid: a scalar α applies to every channel; α_c weights channel c's positives, 1 − α_c its negatives.
+    softmax: α_c weights voxels of true class c; a scalar is allowed only for C = 2 and means ``[1 − α, α]``.
+    """
+    if alpha is None:
+        return None
+    values = torch.as_tensor(alpha, dtype=torch.float64).detach().cpu()
+    if values.ndim == 0:
+        if activation == "sigmoid":
+            values = values.repeat(num_classes)
+        elif num_classes == 2:
+            values = torch.stack([1 - values, values])
+        else:
+            raise ValueError(
+                f"a scalar alpha={float(values)} is ambiguous for softmax with C={num_classes} classes; "
+                f"pass one weight per class, a sequence of length {num_classes} (see seg.alpha for data-derived α)"
+            )
+    if values.ndim != 1 or values.numel() != num_classes:
+        raise ValueError(
+            f"alpha must be a scalar or have one value per class (length C={num_classes}), "
+            f"found shape {tuple(values.shape)}"
+        )
+    if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
+        raise ValueError(f"alpha values must be finite and >= 0, found {values.tolist()}")
+    if activation == "sigmoid" and bool((values > 1).any()):
+        raise ValueError(f"sigmoid alpha weights positives by α and negatives by 1 − α, so α must be in [0, 1]; found {values.tolist()}")
+    return values
