@@ -114,6 +114,15 @@ def test_cropped_equals_monai_run_on_the_cropped_image():
     torch.testing.assert_close(out[(..., *box)], reference, rtol=0, atol=1e-5)
 
 
+def test_cropped_result_ignores_air_added_around_the_volume():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.InstanceNorm3d(4), nn.Conv3d(4, 3, 1)).eval()
+    image = with_air(torch.randn(1, 2, 20, 18, 14), (slice(2, 17), slice(3, 18), slice(1, 12)))
+    padded = F.pad(image, (5, 2, 0, 7, 3, 1))  # (W before, W after, H..., D...)
+    out = predict_volume(net, image, 8)
+    torch.testing.assert_close(predict_volume(net, padded, 8)[..., 3:23, 0:18, 5:19], out, rtol=0, atol=1e-6)
+
+
 def symmetric_conv(spatial_dims: int) -> nn.Module:
     """A convolution whose kernel is symmetric under every flip: flip-equivariant with zero padding."""
     conv = (nn.Conv3d if spatial_dims == 3 else nn.Conv2d)(2, 3, 3, padding=1)
