@@ -6,6 +6,8 @@ as integer labels ``(B, 1, *spatial)`` / ``(B, *spatial)`` or one-/multi-hot ``(
 
 from __future__ import annotations
 
+from seg.losses.compound import FocalDiceLoss
+from seg.losses.dice import DiceLoss, dice_loss
 from seg.losses.focal import FocalLoss, focal_loss
 
-__all__ = ["FocalLoss", "focal_loss"]
+__all__ = ["DiceLoss", "FocalDiceLoss", "FocalLoss", "dice_loss", "focal_loss"]

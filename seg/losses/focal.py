@@ -65,7 +65,7 @@ def _focal_terms(nz: torch.Tensor, gamma: float, with_slope: bool) -> tuple[torc
     return value, slope
 
 
-class _Spec:
+class FocalSpec:
     """Everything but the tensors: options and α (as Python floats or a (1, C, 1) tensor)."""
 
     def __init__(self, gamma: float, alpha: torch.Tensor | None, activation: str, include_background: bool,
@@ -93,7 +93,7 @@ def _binary_weights(positive: torch.Tensor, a_pos, a_neg, keep: torch.Tensor | N
     return weight, signed
 
 
-def _chunk_loss(x: torch.Tensor, target: torch.Tensor, spec: _Spec, grad: torch.Tensor | None):
+def focal_chunk(x: torch.Tensor, target: torch.Tensor, spec: FocalSpec, grad: torch.Tensor | None):
     """Focal loss of one chunk; writes ``d loss/d x`` (per element, unscaled) into ``grad`` if given.
 
     Args:
@@ -181,7 +181,7 @@ class _FocalFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, target: torch.Tensor, spec: _Spec) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, target: torch.Tensor, spec: FocalSpec) -> torch.Tensor:
         values, count, grad = _FocalFunction._run(x, target, spec, ctx.needs_input_grad[0])
         ctx.save_for_backward(x, target)
         ctx.spec, ctx.count, ctx.grad = spec, count, grad
@@ -193,7 +193,7 @@ class _FocalFunction(torch.autograd.Function):
         return torch.tensor(total, dtype=x.dtype, device=x.device)
 
     @staticmethod
-    def _run(x: torch.Tensor, target: torch.Tensor, spec: _Spec, need_grad: bool):
+    def _run(x: torch.Tensor, target: torch.Tensor, spec: FocalSpec, need_grad: bool):
         out = None
         if spec.reduction == "none":
             shape = (x.shape[0], x.shape[2]) if spec.softmax else tuple(x.shape)
@@ -201,7 +201,7 @@ class _FocalFunction(torch.autograd.Function):
         grad = torch.empty(x.shape, dtype=spec.dtype, device=x.device) if need_grad else None
 
         def run(start: int, stop: int) -> tuple[float, float]:
-            value, count = _chunk_loss(x[:, :, start:stop].to(spec.dtype), target[..., start:stop], spec,
+            value, count = focal_chunk(x[:, :, start:stop].to(spec.dtype), target[..., start:stop], spec,
                                        None if grad is None else grad[:, :, start:stop])
             if out is None:
                 return float(value.sum()), count
@@ -219,7 +219,7 @@ class _FocalFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output: torch.Tensor):
         x, target = ctx.saved_tensors
-        spec: _Spec = ctx.spec
+        spec: FocalSpec = ctx.spec
         grad, ctx.grad = ctx.grad, None  # hand the buffer over: autograd can keep it as .grad, no copy
         if grad is None:
             grad = _FocalFunction._run(x, target, spec, True)[2]
@@ -285,7 +285,7 @@ def focal_loss(
     dtype = compute_dtype(logits)
     if alpha_values is not None:
         alpha_values = alpha_values.to(device=x.device, dtype=dtype)
-    spec = _Spec(gamma, alpha_values, activation, include_background, ignore_index, reduction,
+    spec = FocalSpec(gamma, alpha_values, activation, include_background, ignore_index, reduction,
                  is_labels, dtype)
     loss = _FocalFunction.apply(x, flat_target, spec)
     if reduction == "none":

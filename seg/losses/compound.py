@@ -1,0 +1,137 @@
+"""Focal + Dice in one pass: ``λ_focal · focal + λ_dice · (1 − Dice)``, both terms exposed for logging.
+
+Both terms share one activation and one background rule. MONAI's ``DiceFocalLoss`` does not: under
+``softmax=True`` its focal term still uses sigmoid (MONAI issue #8242). Here ``activation`` and
+``include_background`` mean exactly what they mean in :func:`seg.losses.focal_loss` and
+:func:`seg.losses.dice_loss`, and ``FocalDiceLoss(...).terms(x, y)["focal"]`` equals ``focal_loss(x, y, ...)``.
+
+Written as one autograd function so the logits are read once per pass: forward computes the focal
+value and gradient and the Dice sums chunk by chunk; backward scales the focal gradient in place and
+adds the Dice gradient (which needs the finished sums) in a second walk.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from seg._types import Alpha
+from seg.losses._chunks import chunk_bounds, map_chunks
+from seg.losses._targets import ACTIVATIONS, alpha_vector, check_option, compute_dtype, flatten_inputs
+from seg.losses.dice import DiceSpec, dice_chunk_sums, dice_from_sums, dice_grad_into, dice_slopes
+from seg.losses.focal import FocalSpec, focal_chunk
+
+
+class _FocalDiceFunction(torch.autograd.Function):
+    """``(focal mean, Dice loss mean)`` over ``x (B, C, N)``; one logits-sized buffer, no other big tensor."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, target: torch.Tensor, focal: FocalSpec, dice: DiceSpec):
+        need_grad = ctx.needs_input_grad[0]
+        grad = torch.empty(x.shape, dtype=focal.dtype, device=x.device) if need_grad else None
+
+        def run(a: int, b: int) -> tuple[float, float, torch.Tensor]:
+            chunk, part = x[:, :, a:b].to(focal.dtype), target[..., a:b]
+            value, count = focal_chunk(chunk, part, focal, None if grad is None else grad[:, :, a:b])
+            return float(value.sum()), count, dice_chunk_sums(chunk, part, dice)
+
+        results = map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1]), x.device)
+        count = sum(r[1] for r in results)
+        focal_value = math.fsum(r[0] for r in results) / max(count, 1.0)
+        dice_value, denominator = dice_from_sums(torch.stack([r[2] for r in results]).sum(0), dice)
+        ctx.save_for_backward(x, target, dice_value, denominator)
+        ctx.specs, ctx.count, ctx.grad = (focal, dice), count, grad
+        as_tensor = dict(dtype=x.dtype, device=x.device)
+        return torch.tensor(focal_value, **as_tensor), (1 - dice_value).mean().to(**as_tensor)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_focal: torch.Tensor, grad_dice: torch.Tensor):
+        x, target, dice_value, denominator = ctx.saved_tensors
+        focal, dice = ctx.specs
+        grad, ctx.grad = ctx.grad, None  # hand the focal-gradient buffer over (see FocalLoss)
+        if grad is None:  # a second backward through the same graph: recompute it
+            grad = torch.empty(x.shape, dtype=focal.dtype, device=x.device)
+            map_chunks(lambda a, b: focal_chunk(x[:, :, a:b].to(focal.dtype), target[..., a:b], focal,
+                                                grad[:, :, a:b]), chunk_bounds(x.shape[2], x.shape[0] * x.shape[1]),
+                       x.device)
+        focal_scale = float(grad_focal) / max(ctx.count, 1.0)
+        weight = (grad_dice.double() / dice_value.numel()).expand_as(dice_value)
+        slope, offset = dice_slopes(dice_value, denominator, weight, dice, (x.shape[0], x.shape[1]))
+
+        def run(a: int, b: int) -> None:
+            out = grad[:, :, a:b]
+            out.mul_(focal_scale)
+            dice_grad_into(x[:, :, a:b].to(focal.dtype), target[..., a:b], dice, slope, offset, out, True)
+
+        map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1]), x.device)
+        return grad.to(x.dtype), None, None, None
+
+
+class FocalDiceLoss(nn.Module):
+    """``λ_focal · focal_loss + λ_dice · dice_loss`` with one activation and one background rule.
+
+    Args:
+        gamma, alpha, activation, include_background, ignore_index: as in :func:`seg.losses.focal_loss`;
+            ``activation``, ``include_background`` and ``ignore_index`` apply to the Dice term too.
+        lambda_focal, lambda_dice: weights of the two terms (>= 0).
+        batch, smooth: the Dice term's options, as in :func:`seg.losses.dice_loss`.
+
+    ``forward(logits, target)`` returns the weighted total (a scalar); ``terms(logits, target)`` returns
+    ``{"focal", "dice", "total"}`` (each term unweighted and mean-reduced; ``total`` is what ``forward``
+    returns) so training can log each term. Nothing is stored on the module during ``forward``.
+    """
+
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        alpha: Alpha = None,
+        activation: str = "softmax",
+        lambda_focal: float = 1.0,
+        lambda_dice: float = 1.0,
+        include_background: bool = True,
+        ignore_index: int | None = None,
+        batch: bool = False,
+        smooth: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        check_option("activation", activation, ACTIVATIONS)
+        for name, value in (("gamma", gamma), ("lambda_focal", lambda_focal), ("lambda_dice", lambda_dice),
+                            ("smooth", smooth)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, found {value}")
+        self.gamma, self.activation = float(gamma), activation
+        self.lambda_focal, self.lambda_dice = float(lambda_focal), float(lambda_dice)
+        self.include_background, self.ignore_index = include_background, ignore_index
+        self.batch, self.smooth = batch, float(smooth)
+        alpha_tensor = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float64).detach().clone()
+        if alpha_tensor is not None and alpha_tensor.ndim > 1:
+            raise ValueError(f"alpha must be a scalar or a length-C sequence, found shape {tuple(alpha_tensor.shape)}")
+        self.register_buffer("alpha", alpha_tensor, persistent=False)
+
+    def terms(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"focal": …, "dice": …, "total": …}`` for ``logits (B, C, *spatial)`` and a target as in focal_loss."""
+        x, flat_target, is_labels = flatten_inputs(logits, target, self.activation, self.ignore_index)
+        if not self.include_background and x.shape[1] == 1:
+            raise ValueError("include_background=False leaves no channel of a single-channel output; "
+                             "set include_background=True")
+        dtype = compute_dtype(logits)
+        alpha = alpha_vector(self.alpha, x.shape[1], self.activation)
+        focal = FocalSpec(self.gamma, None if alpha is None else alpha.to(device=x.device, dtype=dtype),
+                          self.activation, self.include_background, self.ignore_index, "mean", is_labels, dtype)
+        dice = DiceSpec(self.activation, self.include_background, self.batch, self.smooth, self.ignore_index,
+                        "mean", is_labels, dtype)
+        focal_value, dice_value = _FocalDiceFunction.apply(x, flat_target, focal, dice)
+        total = self.lambda_focal * focal_value + self.lambda_dice * dice_value
+        return {"focal": focal_value, "dice": dice_value, "total": total}
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.terms(logits, target)["total"]
+
+    def extra_repr(self) -> str:
+        alpha = None if self.alpha is None else self.alpha.tolist()
+        return (f"gamma={self.gamma}, alpha={alpha}, activation={self.activation!r}, "
+                f"lambda_focal={self.lambda_focal}, lambda_dice={self.lambda_dice}, "
+                f"include_background={self.include_background}")
