@@ -72,7 +72,7 @@ def _check_integral(flat: torch.Tensor) -> None:
     value = _first_bad(flat, lambda part: part != part.round())  # also true for NaN
     if value is not None:
         raise ValueError(
-            f"target is a float tensor with a non-integral value {value}; labels must be whole numbers "
+            f"target is a float tensor with a non-integral value {value:g}; labels must be whole numbers "
             "(round or cast the label map, and check it was not resampled with linear interpolation)"
         )
 
@@ -98,7 +98,7 @@ def check_multihot(target: torch.Tensor, ignore_index: int | None) -> None:
     value = _first_bad(target.reshape(-1), is_bad)
     if value is not None:
         raise ValueError(
-            f"one-/multi-hot target has value {value}; expected only 0 and 1 (soft targets are not supported)"
+            f"one-/multi-hot target has value {value:g}; expected only 0 and 1 (soft targets are not supported)"
         )
 
 
