@@ -10,11 +10,13 @@ it is a deterministic property of the case and can live in the cached prefix of 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Mapping
 
 import numpy as np
 import torch
-from monai.transforms import MapTransform
+from monai.data import get_track_meta, set_track_meta
+from monai.transforms import Compose, MapTransform
 
 FG_SUFFIX = "_fg_indices"
 BG_SUFFIX = "_bg_indices"
@@ -70,3 +72,48 @@ class SampledLabelIndicesd(MapTransform):
         for key in self.key_iterator(d):
             d[f"{key}{FG_SUFFIX}"], d[f"{key}{BG_SUFFIX}"] = sampled_label_indices(d[key], self.max_indices)
         return d
+
+
+class PlainCopyd(MapTransform):
+    """Replace each key by a plain ``torch.Tensor`` copy (metadata dropped, storage not shared).
+
+    Placed right after patch cropping (a crop is a view of the cached volume): patches then never share
+    storage with the cache, so ``CacheDataset(copy_cache=False)`` can skip deep-copying whole cached
+    volumes at every step.
+    """
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            value = d[key]
+            plain = value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(value)
+            d[key] = plain.clone()
+        return d
+
+
+_GLOBALS_LOCK = threading.Lock()
+
+
+class LeanCompose(Compose):
+    """``Compose`` run with one torch intra-op thread and MetaTensor tracking off; both restored after.
+
+    For the per-step part of the training pipeline (patch sampling and augmentation), whose outputs are
+    plain tensors anyway. Measured on a busy 2-core machine (``benchmarks/data.py`` and its notes): the
+    thread pool's synchronisation made these small operations ~5x slower, and MetaTensor bookkeeping
+    doubled their cost. Both settings are process-global, so: DataLoader worker processes are unaffected
+    by each other; a lock serialises concurrent callers in one process; and it must not run in a thread
+    concurrent with training compute (thread-based loaders) — torch DataLoader processes are fine.
+    """
+
+    def __call__(self, input_, *args, **kwargs):
+        with _GLOBALS_LOCK:
+            threads, track = torch.get_num_threads(), get_track_meta()
+            if threads != 1:
+                torch.set_num_threads(1)
+            set_track_meta(False)
+            try:
+                return super().__call__(input_, *args, **kwargs)
+            finally:
+                set_track_meta(track)
+                if threads != 1:
+                    torch.set_num_threads(threads)

@@ -10,8 +10,9 @@ matches the current training split.
 
 Caching: with ``cache=True`` both datasets are MONAI ``CacheDataset``s. The training set keeps, per case,
 the deterministic prefix (loaded, reoriented, cropped, resampled, normalised, padded volume plus sampled
-lesion/background indices) in memory; patches and augmentation are drawn fresh at every step. The
-validation set keeps whole preprocessed volumes.
+lesion/background indices) in memory; patches and augmentation are drawn fresh at every step, each patch
+copied out of the cached volume (so the cache is shared, never deep-copied). The validation set keeps
+whole preprocessed volumes. ``cache=False`` reruns everything per step (MONAI ``Dataset``).
 """
 
 from __future__ import annotations
@@ -287,7 +288,10 @@ class SegDataModule(pl.LightningDataModule):
         items = [{**c.as_dict(), "name": c.name} for c in cases]
         if not self.cache:
             return Dataset(items, transform=transform)
-        return CacheDataset(items, transform=transform, cache_rate=1.0, num_workers=max(self.num_workers, 1))
+        # copy_cache=False: the training pipeline copies each patch out of the cached volume (PlainCopyd)
+        # and validation transforms are all cached, so no step writes into cached tensors.
+        return CacheDataset(items, transform=transform, cache_rate=1.0, num_workers=max(self.num_workers, 1),
+                            copy_cache=False)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:

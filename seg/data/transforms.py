@@ -50,7 +50,7 @@ from monai.transforms import (
 )
 
 from seg._types import PathLike
-from seg.data._sampling import BG_SUFFIX, FG_SUFFIX, SampledLabelIndicesd
+from seg.data._sampling import BG_SUFFIX, FG_SUFFIX, LeanCompose, PlainCopyd, SampledLabelIndicesd
 
 NORMALIZATIONS = ("zscore", "ct", "none")
 KEYS = ("image", "label")
@@ -171,7 +171,7 @@ def deterministic_transforms(cfg: Preprocessing, keys: Sequence[str] = KEYS, *,
         steps.append(Orientationd(keys, axcodes=cfg.orientation[: cfg.image_dims], labels=None, **missing))
     if cfg.crop_foreground:
         steps.append(CropForegroundd(keys, source_key=image_key, select_fn=_nonzero, allow_smaller=True,
-                                     **missing))
+                                     start_coord_key=None, end_coord_key=None, **missing))
     if cfg.target_spacing is not None:
         steps.append(Spacingd(keys, pixdim=cfg.target_spacing, mode=modes, **missing))
     if cfg.normalization == "zscore":
@@ -254,17 +254,18 @@ def train_transforms(cfg: Preprocessing, patch_size: Sequence[int], *, samples_p
         raise ValueError(f"samples_per_volume must be >= 1, got {samples_per_volume}")
     slices = cfg.spatial_dims == 2 and cfg.image_dims == 3
     crop_size = [*patch_size, 1] if slices else list(patch_size)  # 2D from 3D: (H, W, 1) patches
-    steps = deterministic_transforms(cfg, KEYS)
-    steps += [
-        SpatialPadd(KEYS, spatial_size=crop_size),
-        SampledLabelIndicesd("label", max_indices=max_indices),
+    cached = [*deterministic_transforms(cfg, KEYS), SpatialPadd(KEYS, spatial_size=crop_size),
+              SampledLabelIndicesd("label", max_indices=max_indices)]
+    per_step: list[MapTransform] = [
         RandCropByPosNegLabeld(KEYS, label_key="label", spatial_size=crop_size, pos=pos_fraction,
                                neg=1.0 - pos_fraction, num_samples=samples_per_volume,
                                fg_indices_key=f"label{FG_SUFFIX}", bg_indices_key=f"label{BG_SUFFIX}"),
     ]
     if slices:
-        steps.append(SqueezeDimd(KEYS, dim=-1))
+        per_step.append(SqueezeDimd(KEYS, dim=-1))
+    per_step.append(PlainCopyd(KEYS))  # patches own their memory: the cache is never written to
     if augment:
-        steps += _augmentation(cfg.spatial_dims, patch_size)
-    steps.append(EnsureTyped(KEYS, data_type="tensor", dtype=torch.float32, track_meta=False))
-    return Compose(steps)
+        per_step += _augmentation(cfg.spatial_dims, patch_size)
+    per_step.append(EnsureTyped(KEYS, data_type="tensor", dtype=torch.float32, track_meta=False))
+    # The nested Compose is Randomizable, so CacheDataset caches exactly ``cached``.
+    return Compose([*cached, LeanCompose(per_step)])

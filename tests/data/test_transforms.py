@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.data import MetaTensor
+from monai.data import MetaTensor, get_track_meta
 
 from seg.data._sampling import sampled_label_indices
 from seg.data.transforms import (
@@ -181,3 +181,17 @@ def test_preprocessing_round_trips_and_rejects_bad_values():
         Preprocessing(spatial_dims=3, image_dims=2)
     with pytest.raises(ValueError, match="patch_size \\[8, 8\\] has 2 values"):
         train_transforms(Preprocessing(), [8, 8])
+
+
+def test_training_pipeline_caches_its_deterministic_prefix_and_restores_threads(case: dict):
+    from monai.transforms import Randomizable
+
+    pipeline = train_transforms(Preprocessing(), (8, 8, 8), samples_per_volume=2)
+    first_random = next(i for i, t in enumerate(pipeline.transforms) if isinstance(t, Randomizable))
+    assert first_random == len(pipeline.transforms) - 1  # everything before the patch sampler is cached
+    prefix = pipeline(_item(case), end=first_random)
+    assert prefix["label_fg_indices"].size == 27 + 1  # the fixture's 3^3 lesion and one class-2 voxel
+    threads = torch.get_num_threads()
+    pipeline(_item(case))
+    # the per-step part runs single-threaded without MetaTensor tracking, then restores both
+    assert torch.get_num_threads() == threads and get_track_meta()
