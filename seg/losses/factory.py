@@ -1,0 +1,69 @@
+"""Loss by name, as configs and the comparison runner ask for it.
+
+Every loss returned here has ``terms(logits, target) -> {"total", ...}`` so training logs each term
+separately. ``ce`` is focal loss with γ = 0 (exactly cross-entropy, α-weighted when α is given) and
+``dice_ce`` is focal+Dice with γ = 0, so all five variants share one implementation of targets,
+α, ``ignore_index`` and background handling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from seg.losses.focal import FocalLoss
+
+LOSSES = ("focal", "dice", "focal_dice", "ce", "dice_ce")
+
+
+class NamedTerms(nn.Module):
+    """Wrap a single-term loss so it reports ``{"total": value, name: value}``."""
+
+    def __init__(self, name: str, loss: nn.Module) -> None:
+        super().__init__()
+        self.name = name
+        self.loss = loss
+
+    def terms(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        value = self.loss(logits, target)
+        return {"total": value, self.name: value}
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits, target)
+
+
+def build_loss(
+    name: str,
+    *,
+    gamma: float = 2.0,
+    alpha: float | Sequence[float] | None = None,
+    activation: str = "softmax",
+    include_background: bool = False,
+    lambda_focal: float = 1.0,
+    lambda_dice: float = 1.0,
+) -> nn.Module:
+    """Build a loss by name (one of ``LOSSES``).
+
+    ``include_background`` applies to the Dice term (MONAI and nnU-Net exclude background from Dice);
+    the focal/CE term always covers every class, so α decides how background and lesion voxels are weighted.
+    """
+    key = name.lower()
+    if key not in LOSSES:
+        import difflib
+
+        hint = difflib.get_close_matches(key, LOSSES, n=1)
+        raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}"
+                         + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    if key in ("focal", "ce"):
+        g = gamma if key == "focal" else 0.0
+        return NamedTerms(key, FocalLoss(gamma=g, alpha=alpha, activation=activation))
+    from seg.losses.compound import FocalDiceLoss
+    from seg.losses.dice import DiceLoss
+
+    if key == "dice":
+        return NamedTerms("dice", DiceLoss(activation=activation, include_background=include_background))
+    g = gamma if key == "focal_dice" else 0.0
+    return FocalDiceLoss(gamma=g, alpha=alpha, activation=activation, lambda_focal=lambda_focal,
+                         lambda_dice=lambda_dice, include_background=include_background)

@@ -1,0 +1,230 @@
+"""The LightningModule: network + loss + validation metrics + optimiser, nothing else.
+
+``SegModule`` trains a 2D or 3D U-Net (:mod:`seg.networks`) with a loss by name (:mod:`seg.losses.factory`)
+and α given by hand or derived from the training split's class frequencies (``alpha="auto"``, via
+:mod:`seg.alpha`). Validation predicts whole volumes by sliding window and logs Dice, lesion-wise F1 and
+every loss term. Everything inference needs is stored in the checkpoint under ``"seg"``
+(see :func:`SegModule.inference_spec`), as plain types, so checkpoints load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from seg.losses.factory import LOSSES, build_loss
+from seg.networks import NetworkConfig, build_network, deep_supervision_outputs, downsample_labels
+from seg.validation import ValidationTally, validate_alpha_option
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("poly", "cosine", "constant")
+
+
+class SegModule(pl.LightningModule):
+    """Train a lesion segmenter.
+
+    Args:
+        network: network name (``dynunet``, ``unet``, ``basicunet``).
+        channels: features per U-Net level.
+        spatial_dims, in_channels, num_classes: linked from the data module by the CLI.
+        loss: one of ``focal``, ``dice``, ``focal_dice``, ``ce``, ``dice_ce``.
+        gamma: focal γ (ignored by ``ce``/``dice_ce``/``dice``).
+        alpha: ``None`` (unweighted), a number, a per-class list, or ``"auto"``: derived from the training
+            split's class frequencies with ``alpha_method`` (see :mod:`seg.alpha` for the one α semantics).
+        alpha_method: method for ``alpha="auto"`` (see ``seg.alpha.METHODS``).
+        lambda_focal, lambda_dice: weights of the compound's terms.
+        include_background: whether the Dice term covers class 0.
+        deep_supervision: DynUNet heads compared with max-pooled targets (nnU-Net weights 1/2^i).
+        optimizer: ``adamw`` or ``sgd`` (Nesterov, momentum 0.99, as nnU-Net); schedule: ``poly`` (power 0.9),
+            ``cosine`` or ``constant``; per optimiser step.
+        roi_size: sliding-window ROI for validation (linked from the data module's patch size).
+        sw_batch_size, sw_overlap: sliding-window batch and overlap for validation.
+    """
+
+    def __init__(
+        self,
+        network: str = "dynunet",
+        channels: Sequence[int] = (16, 32, 64, 128),
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        loss: str = "focal_dice",
+        gamma: float = 2.0,
+        alpha: float | list[float] | str | None = "auto",
+        alpha_method: str = "inverse_sqrt",
+        lambda_focal: float = 1.0,
+        lambda_dice: float = 1.0,
+        include_background: bool = False,
+        deep_supervision: bool = False,
+        optimizer: str = "adamw",
+        lr: float = 3e-3,
+        weight_decay: float = 1e-5,
+        schedule: str = "poly",
+        roi_size: Sequence[int] | None = None,
+        sw_batch_size: int = 4,
+        sw_overlap: float = 0.25,
+    ) -> None:
+        super().__init__()
+        if loss.lower() not in LOSSES:
+            build_loss(loss)  # raises the "unknown loss" error with a suggestion
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+        validate_alpha_option(alpha, alpha_method, num_classes)
+        self.save_hyperparameters()
+        self.network_config = NetworkConfig(
+            name=network, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes,
+            channels=list(channels), deep_supervision=deep_supervision,
+        )
+        self.network = build_network(self.network_config)
+        self.alpha_values: list[float] | None = None if alpha == "auto" else _alpha_list(alpha, num_classes)
+        self.class_counts: list[float] | None = None
+        self.preprocessing: dict = {}
+        self.label_names: dict[int, str] = {}
+        self.criterion = self._make_criterion()
+        self._tally = ValidationTally(num_classes)
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _make_criterion(self) -> torch.nn.Module:
+        hp = self.hparams
+        return build_loss(hp.loss, gamma=hp.gamma, alpha=self.alpha_values, activation="softmax",
+                          include_background=hp.include_background, lambda_focal=hp.lambda_focal,
+                          lambda_dice=hp.lambda_dice)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        self.preprocessing = dict(getattr(datamodule, "preprocessing", {}))
+        self.label_names = {int(k): str(v) for k, v in getattr(datamodule, "label_names", {}).items()}
+        if self.hparams.alpha == "auto" or self.class_counts is None:
+            counts = np.asarray(datamodule.class_counts(), dtype=np.float64)
+            self.class_counts = counts.tolist()
+        if self.hparams.alpha == "auto":
+            from seg.alpha import alpha_from_frequencies
+
+            self.alpha_values = alpha_from_frequencies(counts, method=self.hparams.alpha_method).tolist()
+            self.criterion = self._make_criterion()
+            self.print(f"alpha ({self.hparams.alpha_method}, from training-split class frequencies "
+                       f"{[int(c) for c in counts]}): {[round(a, 4) for a in self.alpha_values]}")
+
+    def inference_spec(self) -> dict:
+        """Plain-typed description of everything inference needs (stored in checkpoints)."""
+        hp = self.hparams
+        return {
+            "network": self.network_config.to_dict(),
+            "activation": "softmax",
+            "roi_size": list(hp.roi_size) if hp.roi_size else None,
+            "preprocessing": self.preprocessing,
+            "label_names": {str(k): v for k, v in self.label_names.items()},
+            "loss": hp.loss,
+            "gamma": float(hp.gamma),
+            "alpha": self.alpha_values,
+            "alpha_method": hp.alpha_method if hp.alpha == "auto" else "given",
+            "class_counts": self.class_counts,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["seg"] = self.inference_spec()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        spec = checkpoint.get("seg", {})
+        if spec.get("alpha") is not None:
+            self.alpha_values = list(spec["alpha"])
+            self.criterion = self._make_criterion()
+
+    # ----------------------------------------------------------------------------------- training
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network(image)
+
+    def _loss_terms(self, output: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = deep_supervision_outputs(self.network, output) if self.hparams.deep_supervision else [output]
+        terms = self.criterion.terms(outputs[0], label)
+        if len(outputs) > 1:  # nnU-Net weights 1, 1/2, 1/4, ... normalised; coarsest head dropped
+            weights = [0.5**i for i in range(len(outputs))]
+            weights[-1] = 0.0
+            total = weights[0] * terms["total"]
+            for w, out in zip(weights[1:], outputs[1:], strict=True):
+                if w > 0:
+                    total = total + w * self.criterion.terms(out, downsample_labels(label, out.shape[2:]))["total"]
+            terms = {**terms, "total": total / sum(weights)}
+        return terms
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        image, label = _plain(batch["image"]), _plain(batch["label"])
+        terms = self._loss_terms(self.network(image), label)
+        _check_finite(terms, self.global_step)
+        for name, value in terms.items():
+            self.log(f"train/{'loss' if name == 'total' else name}", value.detach(), prog_bar=name == "total",
+                     on_step=True, on_epoch=True, batch_size=image.shape[0])
+        return terms["total"]
+
+    # --------------------------------------------------------------------------------- validation
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        from seg.validation import sliding_window_logits
+
+        image, label = _plain(batch["image"]), _plain(batch["label"])
+        roi = list(self.hparams.roi_size) if self.hparams.roi_size else list(image.shape[2:])
+        logits = sliding_window_logits(self.network, image, roi, overlap=self.hparams.sw_overlap,
+                                       batch_size=self.hparams.sw_batch_size)
+        terms = self.criterion.terms(logits, label)
+        for name, value in terms.items():
+            self.log(f"val/{'loss' if name == 'total' else name}", value, on_epoch=True, sync_dist=True,
+                     batch_size=1)
+        self._tally.update(logits.argmax(1), label[:, 0].long())
+
+    def on_validation_epoch_start(self) -> None:
+        self._tally.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        totals = self.trainer.strategy.reduce(self._tally.as_tensor(self.device), reduce_op="sum")
+        for name, value in self._tally.summarise(totals).items():
+            self.log(f"val/{name}", value, prog_bar=name in ("dice", "lesion_f1"), sync_dist=False)
+
+    # ---------------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=0.99, nesterov=True,
+                                  weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.schedule == "constant":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if hp.schedule == "poly":
+            sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=total, power=0.9)
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    """MONAI MetaTensor -> plain tensor (metadata is not needed past the data pipeline, and costs time)."""
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
+
+
+def _alpha_list(alpha: float | list[float] | None, num_classes: int) -> list[float] | None:
+    if alpha is None:
+        return None
+    if isinstance(alpha, (int, float)):
+        return [1.0 - float(alpha), float(alpha)] if num_classes == 2 else [float(alpha)] * num_classes
+    return [float(a) for a in alpha]
+
+
+def _check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
+    """Stop training with a message naming the step and the loss term that went non-finite."""
+    total = terms["total"]
+    if bool(torch.isfinite(total)):
+        return
+    bad = [f"{k}={v.item()}" for k, v in terms.items() if k != "total" and not math.isfinite(v.item())]
+    raise FloatingPointError(
+        f"non-finite loss at global step {step}: total={total.item()}"
+        + (f" (non-finite term: {', '.join(bad)})" if bad else "")
+        + "; lower the learning rate or check the inputs for NaN/inf voxels"
+    )
