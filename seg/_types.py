@@ -9,4 +9,4 @@ from typing import Union
 import torch
 
 PathLike = Union[str, "os.PathLike[str]"]
-Alpha = Union[None, float, Sequence[float], torch.Tensor]
+Alpha = Union[float, Sequence[float], torch.Tensor, None]  # noqa: UP007 (runtime alias, py3.10)

@@ -116,8 +116,8 @@ def downsample_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor
         lesion voxel keeps its block labelled (nearest-neighbour sampling would drop it).
     """
     spatial = labels.shape[2:]
-    kernel = [s // t for s, t in zip(spatial, size)]
-    if any(s % t for s, t in zip(spatial, size)):
+    if len(size) != len(spatial) or any(s % t for s, t in zip(spatial, size, strict=True)):
         raise ValueError(f"cannot max-pool labels of spatial size {tuple(spatial)} to {tuple(size)}")
+    kernel = [s // t for s, t in zip(spatial, size, strict=True)]
     pool = F.max_pool3d if len(spatial) == 3 else F.max_pool2d
     return pool(labels.float(), kernel_size=kernel, stride=kernel).to(labels.dtype)
