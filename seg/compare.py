@@ -1,0 +1,326 @@
+"""``seg-compare``: train every loss variant with several seeds on one split, predict, evaluate, report.
+
+    seg-compare --config configs/compare/sparse3d.yaml [--dataset PATH] [--output DIR] [--quick] [--report-only]
+
+A comparison config (YAML) holds only the experiment, never the model (that is the base training config)::
+
+    base: ../demo.yaml              # training config every run starts from (relative to this file)
+    output: compare_output/sparse3d # default --output
+    synthetic: {cases: 24, test_cases: 8, seed: 0}   # generated into OUTPUT/data if absent; or
+    # dataset: /path/to/dataset.json                 # a labelled dataset with labelled test cases
+    seeds: [0, 1, 2]                # run seeds (seed_everything); the split is data.seed, the same for all
+    max_epochs: 30                  # the budget every run gets ...
+    max_minutes: 2.5                # ... with a wall-time cap per training run
+    train_args: []                  # seg-train arguments for every run (after base, before the variant's)
+    baseline: dice                  # the variant the paired tests compare with
+    variants:                       # name -> seg-train arguments; a --config path is relative to this file
+      dice: [--config, loss_dice.yaml]
+      focal_dice_alpha025: [--config, loss_focal_dice.yaml, --model.alpha, "0.25"]
+    quick: quick.yaml               # the config --quick uses instead
+    # extends: sparse3d.yaml        # (in quick.yaml) start from another comparison config; a list of
+                                    # names under variants selects from its variants
+
+Each run is ``seg.cli.train(["--config", base, *train_args, *variant, "--output", OUT/runs/<variant>/seed<k>,
+"--seed", k, "--max-epochs", e, "--max-minutes", m, "--dataset", dataset])`` called in-process (no interpreter
+and import start-up per run; every run builds its own Trainer, module and data module, and ``seed_everything``
+is reset by each), followed by :func:`seg.predict.predict_files` on the test cases and
+:func:`seg.evaluate.evaluate_folders` into ``OUT/runs/<variant>/seed<k>/evaluation``. The evaluation is written
+into a temporary folder and renamed into place, so a run is finished exactly when
+``evaluation/summary.json`` exists; started again, finished runs are skipped and unfinished ones restart
+from scratch. A run whose settings changed since it was written is an error (use another ``--output``).
+The report (:mod:`seg.report`) is rebuilt from every finished run at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seg.report import is_finished, run_dir, write_report, write_text
+
+KEYS = ("extends", "base", "output", "dataset", "synthetic", "seeds", "max_epochs", "max_minutes", "train_args",
+        "baseline", "variants", "quick")
+PATH_KEYS = ("extends", "base", "dataset", "quick")  # resolved relative to the file that names them
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """A resolved comparison config (paths absolute; see the module docstring for the keys)."""
+
+    path: Path
+    base: Path
+    variants: dict[str, list[str]]
+    seeds: list[int]
+    output: Path = Path("compare_output")
+    dataset: Path | None = None
+    synthetic: dict[str, Any] | None = None
+    max_epochs: int | None = None
+    max_minutes: float | None = None
+    train_args: list[str] = field(default_factory=list)
+    baseline: str = "dice"
+    quick: Path | None = None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"comparison config '{path}' does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"comparison config '{path}' must be a mapping of keys, got {type(raw).__name__}")
+    for key in raw:
+        if key not in KEYS:
+            hint = difflib.get_close_matches(str(key), KEYS, n=1)
+            raise ValueError(f"unknown key {key!r} in comparison config '{path}'; expected some of {KEYS}"
+                             + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    for key in PATH_KEYS:
+        if raw.get(key) is not None:
+            raw[key] = (path.parent / str(raw[key])).resolve()
+    variants = raw.get("variants")
+    if isinstance(variants, dict):  # a variant's --config files are relative to the file naming them
+        raw["variants"] = {name: _resolve_configs(path, name, args) for name, args in variants.items()}
+    return raw
+
+
+def _resolve_configs(path: Path, name: str, args: Any) -> list[str]:
+    if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
+        raise ValueError(f"variant {name!r} in '{path}' must be a list of seg-train arguments, e.g. "
+                         f"[--config, loss_dice.yaml] or [--model.loss, focal], got {args!r}")
+    out = [str(a) for a in args]
+    for i in range(len(out) - 1):
+        if out[i] == "--config":
+            resolved = (path.parent / out[i + 1]).resolve()
+            if not resolved.is_file():
+                raise FileNotFoundError(f"variant {name!r} in '{path}' names '--config {out[i + 1]}' but "
+                                        f"'{resolved}' does not exist (paths are relative to the comparison file)")
+            out[i + 1] = str(resolved)
+    return out
+
+
+def _merged(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    raw = _read_yaml(path)
+    parent_path = raw.pop("extends", None)
+    if parent_path is None:
+        return raw
+    if parent_path in seen:
+        raise ValueError(f"comparison configs extend each other in a cycle: {[str(p) for p in seen]}")
+    parent = _merged(parent_path, (*seen, path))
+    parent.pop("quick", None)  # a parent's quick entry does not carry over
+    if isinstance(raw.get("variants"), list):  # a list of names selects from the parent's variants
+        known = parent.get("variants") or {}
+        unknown = [n for n in raw["variants"] if n not in known]
+        if unknown:
+            raise ValueError(f"'{path}' selects variants {unknown} that '{parent_path}' does not define "
+                             f"(it defines {list(known)})")
+        raw["variants"] = {n: known[n] for n in raw["variants"]}
+    return {**parent, **raw}
+
+
+def load_config(path: str | Path, *, quick: bool = False) -> CompareConfig:
+    """Read a comparison config (following ``extends``; with ``quick`` the file its ``quick`` key names)."""
+    path = Path(path).resolve()
+    raw = _merged(path)
+    if quick:
+        if raw.get("quick") is None:
+            raise ValueError(f"--quick: comparison config '{path}' has no 'quick:' entry naming the quick config")
+        path = raw["quick"]
+        raw = _merged(path)
+        raw.pop("quick", None)
+    missing = [k for k in ("base", "variants", "seeds") if raw.get(k) is None]
+    if missing:
+        raise ValueError(f"comparison config '{path}' lacks {missing}; see `seg-compare --help` for the format")
+    if not isinstance(raw["variants"], dict) or not raw["variants"]:
+        raise ValueError(f"'variants' in '{path}' must map names to seg-train arguments, got {raw['variants']!r}")
+    if raw.get("dataset") is None and raw.get("synthetic") is None:
+        raise ValueError(f"comparison config '{path}' needs 'dataset:' or 'synthetic:' (or pass --dataset)")
+    seeds = raw["seeds"]
+    if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"'seeds' in '{path}' must be a non-empty list of distinct integers, got {seeds!r}")
+    baseline = raw.get("baseline", "dice")
+    if baseline not in raw["variants"]:
+        raise ValueError(f"baseline {baseline!r} in '{path}' is not one of the variants {list(raw['variants'])}")
+    return CompareConfig(path=path, base=raw["base"], variants=raw["variants"], seeds=[int(s) for s in seeds],
+                         output=Path(raw.get("output") or "compare_output"), dataset=raw.get("dataset"),
+                         synthetic=raw.get("synthetic"), max_epochs=raw.get("max_epochs"),
+                         max_minutes=raw.get("max_minutes"), train_args=[str(a) for a in raw.get("train_args", [])],
+                         baseline=baseline, quick=raw.get("quick"))
+
+
+def prepare_dataset(config: CompareConfig, output: Path) -> Path:
+    """The dataset.json every run uses: the configured one, or a synthetic one made once into OUTPUT/data."""
+    if config.dataset is not None:
+        return Path(config.dataset)
+    from seg.data.synthetic import make_dataset
+
+    data = output / "data"
+    recorded = data / "synthetic.json"
+    if (data / "dataset.json").is_file():
+        if recorded.is_file() and json.loads(recorded.read_text()) != config.synthetic:
+            raise ValueError(f"'{data}' holds a synthetic dataset made with {recorded.read_text().strip()} but the "
+                             f"config asks for {config.synthetic}; use another --output")
+        print(f"synthetic dataset exists: {data / 'dataset.json'}")
+        return data / "dataset.json"
+    print(f"making a synthetic dataset in {data} with {config.synthetic}")
+    dataset_json = make_dataset(data, **config.synthetic)
+    write_text(recorded, json.dumps(config.synthetic) + "\n")
+    return dataset_json
+
+
+def test_label_folder(dataset_json: Path) -> Path:
+    """The one folder holding the labels of every test case (the comparison evaluates on them)."""
+    from seg.data.layouts import load_dataset
+
+    spec = load_dataset(dataset_json)
+    if not spec.test_cases:
+        raise ValueError(f"dataset '{dataset_json}' has no test cases; the comparison predicts and evaluates the "
+                         "held-out test cases (MSD 'test' entries with labels in labelsTs/)")
+    unlabelled = [c.name for c in spec.test_cases if c.label is None]
+    folders = {Path(c.label).parent for c in spec.test_cases if c.label is not None}
+    if unlabelled or len(folders) != 1:
+        raise ValueError(f"dataset '{dataset_json}': every test case needs a label in one folder (labelsTs/); "
+                         f"unlabelled: {unlabelled[:5]}, label folders: {sorted(map(str, folders))}")
+    return folders.pop()
+
+
+def train_argv(config: CompareConfig, variant: str, seed: int, folder: Path, dataset_json: Path) -> list[str]:
+    """The seg-train arguments of one run (base, shared arguments, the variant's, then the run's own)."""
+    argv = ["--config", str(config.base), *config.train_args, *config.variants[variant], "--output", str(folder),
+            "--seed", str(seed), "--dataset", str(dataset_json)]
+    if config.max_epochs is not None:
+        argv += ["--max-epochs", str(config.max_epochs)]
+    if config.max_minutes is not None:
+        argv += ["--max-minutes", str(config.max_minutes)]
+    return argv
+
+
+def _epochs_trained(folder: Path) -> int | None:
+    import csv
+
+    metrics_csv = folder / "metrics.csv"
+    if not metrics_csv.is_file():
+        return None
+    with open(metrics_csv, newline="") as handle:
+        epochs = [int(float(r["epoch"])) for r in csv.DictReader(handle) if r.get("epoch")]
+    return max(epochs) + 1 if epochs else None
+
+
+def execute_run(argv: list[str], folder: Path, dataset_json: Path, labels: Path) -> dict[str, Any]:
+    """Train, predict the test cases, evaluate; the evaluation folder is renamed into place last."""
+    from seg.cli import train
+    from seg.predict import predict_files
+
+    start = time.perf_counter()
+    try:
+        train(argv)
+    except SystemExit as error:  # jsonargparse exits on a bad argument: name the run instead
+        raise ValueError(f"seg-train rejected the arguments of run '{folder}' (exit {error.code}): {argv}") from error
+    trained = time.perf_counter()
+    predictions = folder / "predictions"
+    # best.ckpt is written at the first validation; a run stopped by the time cap before it only has last.ckpt
+    checkpoint = folder / "best.ckpt" if (folder / "best.ckpt").is_file() else folder / "last.ckpt"
+    failures = predict_files(checkpoint, dataset_json, predictions, probabilities=True, overwrite=True)
+    if failures:
+        raise RuntimeError(f"{len(failures)} test case(s) failed to predict in '{folder}': {failures}")
+    timing = {"train_seconds": trained - start, "predict_seconds": time.perf_counter() - trained,
+              "epochs": _epochs_trained(folder), "checkpoint": checkpoint.name}
+    return evaluate_run(folder, labels, timing, start=start)
+
+
+def evaluate_run(folder: Path, labels: Path, timing: dict[str, Any], *, start: float) -> dict[str, Any]:
+    """Evaluate ``folder/predictions`` against ``labels`` into ``folder/evaluation``, atomically.
+
+    The evaluation is written into ``folder/.evaluation.tmp`` and renamed into place after ``timing.json``,
+    so ``evaluation/summary.json`` exists only when everything of the run is written.
+    """
+    from seg.evaluate import evaluate_folders
+
+    predictions = folder / "predictions"
+    staging = folder / ".evaluation.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    evaluated = time.perf_counter()
+    evaluate_folders(predictions, labels, staging, probabilities_dir=predictions / "probabilities", progress=False)
+    timing = {**timing, "evaluate_seconds": time.perf_counter() - evaluated, "total_seconds": time.perf_counter() - start}
+    write_text(folder / "timing.json", json.dumps(timing, indent=2) + "\n")
+    staging.rename(folder / "evaluation")
+    return timing
+
+
+def run_comparison(config: CompareConfig, output: Path, *, runner=execute_run) -> list[tuple[str, int, str]]:
+    """Every (variant, seed) run in order, skipping finished ones; returns ``(variant, seed, status)`` per run.
+
+    ``runner(argv, folder, dataset_json, labels)`` does one run (tests pass a fake). A run that raises one of
+    the user errors of :mod:`seg.cli` is recorded in ``failed.json`` and the others continue.
+    """
+    from seg.cli import USER_ERRORS
+
+    output = Path(output).resolve()
+    dataset_json = prepare_dataset(config, output)
+    labels = test_label_folder(dataset_json)
+    plan = [(v, s) for v in config.variants for s in config.seeds]
+    statuses = []
+    for index, (variant, seed) in enumerate(plan, start=1):
+        folder = run_dir(output, variant, seed)
+        argv = train_argv(config, variant, seed, folder, dataset_json)
+        prefix = f"[{index}/{len(plan)}] {variant} seed {seed}:"
+        recorded = folder / "compare_run.json"
+        settings = [a.replace(str(output), "{OUTPUT}") for a in argv]  # a moved output folder stays valid
+        if is_finished(folder):
+            if not recorded.is_file() or json.loads(recorded.read_text())["settings"] != settings:
+                raise ValueError(f"finished run '{folder}' was made with other settings than the current config "
+                                 f"(see {recorded}); use another --output, or delete that run folder to redo it")
+            print(f"{prefix} skipped (done)", flush=True)
+            statuses.append((variant, seed, "skipped"))
+            continue
+        shutil.rmtree(folder, ignore_errors=True)  # an unfinished run restarts from scratch
+        write_text(recorded, json.dumps({"variant": variant, "seed": seed, "train_argv": argv,
+                                               "settings": settings}, indent=2) + "\n")
+        print(f"{prefix} training, predicting, evaluating ...", flush=True)
+        try:
+            timing = runner(argv, folder, dataset_json, labels)
+        except USER_ERRORS + (RuntimeError,) as error:
+            write_text(folder / "failed.json", json.dumps({"error": f"{type(error).__name__}: {error}"}) + "\n")
+            print(f"{prefix} FAILED: {error}", file=sys.stderr, flush=True)
+            statuses.append((variant, seed, "failed"))
+            continue
+        print(f"{prefix} done in {timing.get('total_seconds', 0) / 60:.1f} min", flush=True)
+        statuses.append((variant, seed, "done"))
+    return statuses
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seg-compare", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, type=Path, help="comparison config (YAML)")
+    parser.add_argument("--dataset", type=Path, default=None, help="dataset.json (overrides dataset/synthetic)")
+    parser.add_argument("--output", type=Path, default=None, help="output folder (default: the config's output)")
+    parser.add_argument("--quick", action="store_true", help="use the config's quick version (smoke-sized)")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from finished runs only")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, quick=args.quick)
+    if args.dataset is not None:
+        config = dataclasses.replace(config, dataset=args.dataset.resolve(), synthetic=None)
+    output = args.output or config.output
+    start = time.perf_counter()
+    if not args.report_only:
+        statuses = run_comparison(config, output)
+        failed = [f"{v} seed {s}" for v, s, status in statuses if status == "failed"]
+    else:
+        failed = []
+    report = write_report(output, list(config.variants), config.seeds, config.baseline,
+                          title=f"Loss comparison ({config.path.name})")
+    print(f"report: {output / 'report.md'} (numbers: {output / 'report.json'}, figures: {output / 'figures'}); "
+          f"{len(report['table'])} variant(s) with results, {(time.perf_counter() - start) / 60:.1f} min")
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see failed.json in their folders)", file=sys.stderr)
+        return 1
+    return 0
