@@ -20,7 +20,14 @@ from torch import nn
 from seg._types import Alpha
 from seg.losses._chunks import chunk_bounds, map_chunks
 from seg.losses._targets import ACTIVATIONS, alpha_vector, check_option, compute_dtype, flatten_inputs
-from seg.losses.dice import DiceSpec, dice_chunk_sums, dice_from_sums, dice_grad_into, dice_slopes
+from seg.losses.dice import (
+    DiceSpec,
+    binary_softmax_sums,
+    dice_chunk_sums,
+    dice_from_sums,
+    dice_grad_into,
+    dice_slopes,
+)
 from seg.losses.focal import FocalSpec, focal_chunk
 
 
@@ -32,10 +39,17 @@ class _FocalDiceFunction(torch.autograd.Function):
         need_grad = ctx.needs_input_grad[0]
         grad = torch.empty(x.shape, dtype=focal.dtype, device=x.device) if need_grad else None
 
+        binary = focal.softmax and focal.is_labels and x.shape[1] == 2
+
         def run(a: int, b: int) -> tuple[float, float, torch.Tensor]:
             chunk, part = x[:, :, a:b].to(focal.dtype), target[..., a:b]
-            value, count = focal_chunk(chunk, part, focal, None if grad is None else grad[:, :, a:b])
-            return float(value.sum()), count, dice_chunk_sums(chunk, part, dice)
+            shared: dict[str, torch.Tensor | None] = {}
+            value, count = focal_chunk(chunk, part, focal, None if grad is None else grad[:, :, a:b], shared)
+            if binary:  # reuse x_1 − x_0 and the 0/1 target of the focal term
+                sums = binary_softmax_sums(shared["diff"], shared["positive"], shared["keep"])
+            else:
+                sums = dice_chunk_sums(chunk, part, dice)
+            return float(value.sum()), count, sums
 
         results = map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1]), x.device)
         count = sum(r[1] for r in results)
@@ -62,9 +76,8 @@ class _FocalDiceFunction(torch.autograd.Function):
         slope, offset = dice_slopes(dice_value, denominator, weight, dice, (x.shape[0], x.shape[1]))
 
         def run(a: int, b: int) -> None:
-            out = grad[:, :, a:b]
-            out.mul_(focal_scale)
-            dice_grad_into(x[:, :, a:b].to(focal.dtype), target[..., a:b], dice, slope, offset, out, True)
+            dice_grad_into(x[:, :, a:b].to(focal.dtype), target[..., a:b], dice, slope, offset, grad[:, :, a:b],
+                           existing=focal_scale)
 
         map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1]), x.device)
         return grad.to(x.dtype), None, None, None

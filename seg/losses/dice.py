@@ -54,15 +54,28 @@ def _probabilities_and_target(x: torch.Tensor, target: torch.Tensor, spec: DiceS
 
 
 def _binary_softmax(x: torch.Tensor, target: torch.Tensor, spec: DiceSpec):
-    """Two-class softmax: ``p_1 = σ(x_1 − x_0)``, ``t_1`` and ``keep``, all ``(B, n)`` (masked)."""
-    p1 = torch.sigmoid(x[:, 1] - x[:, 0])
+    """Two-class softmax: ``x_1 − x_0``, ``t_1`` and ``keep``, all ``(B, n)``; ``t_1`` is 0 where not kept."""
     keep = None
     if spec.ignore_index is not None:
         keep = (target != spec.ignore_index).to(x.dtype)
     t1 = (target == 1).to(x.dtype)
+    return x[:, 1] - x[:, 0], t1, keep
+
+
+def binary_softmax_sums(diff: torch.Tensor, t1: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """Dice sums ``(3, B, 2)`` of a two-class softmax chunk from ``diff = x_1 − x_0``, ``t_1``, ``keep`` (B, n).
+
+    Class 0 follows from class 1: p_0 = 1 − p_1, t_0 = 1 − t_1 on the kept voxels.
+    """
+    p1 = torch.sigmoid(diff)
     if keep is not None:
         p1.mul_(keep)
-    return p1, t1, keep
+    kept = keep.sum(-1) if keep is not None else torch.full_like(p1[:, 0], p1.shape[1])
+    inter1, pred1, true1 = (p1 * t1).sum(-1), p1.sum(-1), t1.sum(-1)
+    inter0 = kept - pred1 - true1 + inter1
+    sums = torch.stack([torch.stack([inter0, inter1], -1), torch.stack([kept - pred1, pred1], -1),
+                        torch.stack([kept - true1, true1], -1)])
+    return sums.double()
 
 
 def dice_chunk_sums(x: torch.Tensor, target: torch.Tensor, spec: DiceSpec) -> torch.Tensor:
@@ -71,14 +84,8 @@ def dice_chunk_sums(x: torch.Tensor, target: torch.Tensor, spec: DiceSpec) -> to
     Args:
         x: logits ``(B, C, n)`` in the compute dtype; target: labels ``(B, n)`` or multi-hot ``(B, C, n)``.
     """
-    if spec.softmax and spec.is_labels and x.shape[1] == 2:  # class 0 follows from class 1: p_0 = 1 − p_1
-        p1, t1, keep = _binary_softmax(x, target, spec)
-        kept = keep.sum(-1) if keep is not None else torch.full_like(p1[:, 0], p1.shape[1])
-        inter1, pred1, true1 = (p1 * t1).sum(-1), p1.sum(-1), t1.sum(-1)
-        inter0 = kept - pred1 - true1 + inter1
-        sums = torch.stack([torch.stack([inter0, inter1], -1), torch.stack([kept - pred1, pred1], -1),
-                            torch.stack([kept - true1, true1], -1)])
-        return sums.double()
+    if spec.softmax and spec.is_labels and x.shape[1] == 2:
+        return binary_softmax_sums(*_binary_softmax(x, target, spec))
     p, t, _ = _probabilities_and_target(x, target, spec)
     return torch.stack([(p * t).sum(-1), p.sum(-1), t.sum(-1)]).double()
 
@@ -95,25 +102,27 @@ def dice_from_sums(sums: torch.Tensor, spec: DiceSpec) -> tuple[torch.Tensor, to
 
 
 def dice_grad_into(x: torch.Tensor, target: torch.Tensor, spec: DiceSpec, slope: torch.Tensor,
-                   offset: torch.Tensor, out: torch.Tensor, add: bool) -> None:
-    """Write (or add) one chunk's gradient into ``out (B, C, n)``, given ``d loss/d p_c = slope_c t_c + offset_c``.
+                   offset: torch.Tensor, out: torch.Tensor, existing: float | None = None) -> None:
+    """Write one chunk's gradient into ``out (B, C, n)``, given ``d loss/d p_c = slope_c t_c + offset_c``.
 
-    ``slope`` and ``offset`` are ``(B, C, 1)``, zero for dropped channels.
+    ``slope`` and ``offset`` are ``(B, C, 1)``, zero for dropped channels. With ``existing = s``, ``out``
+    already holds another softmax/sigmoid loss's gradient and becomes ``s · out + this gradient``.
     """
     if spec.softmax and spec.is_labels and x.shape[1] == 2:
-        # d/dx_1 = p_1 p_0 (g_1 − g_0), d/dx_0 = −d/dx_1, with g_1 − g_0 = t_1 (s_1 + s_0) + o_1 − o_0 − s_0
-        p1, t1, keep = _binary_softmax(x, target, spec)
+        # d/dx_1 = p_1 p_0 (g_1 − g_0), d/dx_0 = −d/dx_1, with g_1 − g_0 = t_1 (s_1 + s_0) + o_1 − o_0 − s_0.
+        # Any loss of a 2-class softmax has d/dx_0 = −d/dx_1, so channel 0 is written as −channel 1.
+        diff, t1, keep = _binary_softmax(x, target, spec)
+        p1 = torch.sigmoid(diff)
         gain = slope[:, 1] + slope[:, 0]  # (B, 1)
         bias = offset[:, 1] - offset[:, 0] - slope[:, 0]
         grad1 = torch.addcmul(bias, t1, gain).mul_(p1).mul_(torch.rsub(p1, 1))  # (B, n)
         if keep is not None:
             grad1.mul_(keep)
-        if add:
-            out[:, 1].add_(grad1)
-            out[:, 0].sub_(grad1)
-        else:
+        if existing is None:
             out[:, 1] = grad1
-            torch.neg(grad1, out=out[:, 0])
+        else:
+            torch.add(grad1, out[:, 1], alpha=existing, out=out[:, 1])
+        torch.neg(out[:, 1], out=out[:, 0])
         return
     p, t, keep = _probabilities_and_target(x, target, spec)
     d_p = torch.addcmul(offset, t, slope)  # (B, C, n)
@@ -123,10 +132,10 @@ def dice_grad_into(x: torch.Tensor, target: torch.Tensor, spec: DiceSpec, slope:
         grad = d_p.sub_((p * d_p).sum(dim=1, keepdim=True)).mul_(p)
     else:
         grad = d_p.mul_(p).mul_(torch.rsub(p, 1))  # sigmoid: g · p (1 − p)
-    if add:
-        out.add_(grad)
-    else:
+    if existing is None:
         out.copy_(grad)
+    else:
+        torch.add(grad, out, alpha=existing, out=out)
 
 
 def dice_slopes(dice: torch.Tensor, denominator: torch.Tensor, weight: torch.Tensor, spec: DiceSpec,
@@ -175,7 +184,7 @@ class _DiceFunction(torch.autograd.Function):
         grad = torch.empty(x.shape, dtype=spec.dtype, device=x.device)
 
         def run(a: int, b: int) -> None:
-            dice_grad_into(x[:, :, a:b].to(spec.dtype), target[..., a:b], spec, slope, offset, grad[:, :, a:b], False)
+            dice_grad_into(x[:, :, a:b].to(spec.dtype), target[..., a:b], spec, slope, offset, grad[:, :, a:b])
 
         map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1]), x.device)
         return grad.to(x.dtype), None, None

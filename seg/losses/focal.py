@@ -93,8 +93,12 @@ def _binary_weights(positive: torch.Tensor, a_pos, a_neg, keep: torch.Tensor | N
     return weight, signed
 
 
-def focal_chunk(x: torch.Tensor, target: torch.Tensor, spec: FocalSpec, grad: torch.Tensor | None):
+def focal_chunk(x: torch.Tensor, target: torch.Tensor, spec: FocalSpec, grad: torch.Tensor | None,
+                shared: dict[str, torch.Tensor | None] | None = None):
     """Focal loss of one chunk; writes ``d loss/d x`` (per element, unscaled) into ``grad`` if given.
+
+    With two-class softmax, ``shared`` (if given) receives ``diff = x_1 − x_0``, ``positive`` (0/1 float)
+    and ``keep`` (not ignored, background included; float or ``None``) for the Dice term of :class:`seg.losses.FocalDiceLoss` to reuse.
 
     Args:
         x: logits ``(B, C, n)`` in the compute dtype.
@@ -132,10 +136,10 @@ def focal_chunk(x: torch.Tensor, target: torch.Tensor, spec: FocalSpec, grad: to
         count = float(keep.sum()) if keep is not None else float(nz.numel())
         return (value if weight is None else value.mul_(weight)), count
 
-    keep = None
+    keep = not_ignored = None
     labels = target
     if spec.ignore_index is not None:
-        keep = target != spec.ignore_index
+        keep = not_ignored = target != spec.ignore_index
         labels = torch.where(keep, target, 0)
     if not spec.include_background:
         keep = labels != 0 if keep is None else keep & (labels != 0)
@@ -144,6 +148,8 @@ def focal_chunk(x: torch.Tensor, target: torch.Tensor, spec: FocalSpec, grad: to
         positive = labels.to(x.dtype)  # (B, n), 0/1
         diff = x[:, 1] - x[:, 0]
         nz = torch.addcmul(diff, diff, positive, value=-2)
+        if shared is not None:
+            shared.update(diff=diff, positive=positive, keep=None if not_ignored is None else not_ignored.to(x.dtype))
         a_neg, a_pos = (1.0, 1.0) if spec.alpha is None else (float(spec.alpha[0]), float(spec.alpha[1]))
         weight, signed = _binary_weights(positive, a_pos, a_neg, keep)
         value, slope = _focal_terms(nz, spec.gamma, need_grad)

@@ -197,3 +197,12 @@ def test_large_volume_uses_many_chunks_and_matches_direct_formula():
     y = torch.randint(0, 3, (1, 40, 40, 40))
     torch.testing.assert_close(focal_loss(x, y, gamma=2.0).double(), softmax_focal_float64(x, y, None, 2.0),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import seg.losses.focal
+
+    result = doctest.testmod(seg.losses.focal)
+    assert result.attempted >= 2 and result.failed == 0
