@@ -11,6 +11,7 @@ inside its kernels). Workers run under ``torch.no_grad()``: grad mode is per thr
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,27 +20,30 @@ from typing import TypeVar
 import torch
 
 CHUNK_ELEMENTS = 1 << 15  # at most torch's parallel grain size (32768), so no op inside goes parallel
+ACCELERATOR_CHUNK_ELEMENTS = 1 << 24  # GPUs: few, large chunks (a kernel launch costs more than a pass)
 T = TypeVar("T")
 
 _pool: ThreadPoolExecutor | None = None
-_pool_workers = 0
+_pool_key = (0, 0)  # (workers, process id): a forked child (DataLoader worker) must not reuse the parent's pool
 _pool_lock = threading.Lock()
 
 
-def chunk_bounds(num_voxels: int, elements_per_voxel: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` ranges over a voxel axis, each about ``CHUNK_ELEMENTS`` elements big."""
-    step = max(1, CHUNK_ELEMENTS // max(1, elements_per_voxel))
+def chunk_bounds(num_voxels: int, elements_per_voxel: int, device: torch.device | None = None) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges over a voxel axis, each about ``CHUNK_ELEMENTS`` elements big (CPU)."""
+    size = CHUNK_ELEMENTS if device is None or device.type == "cpu" else ACCELERATOR_CHUNK_ELEMENTS
+    step = max(1, size // max(1, elements_per_voxel))
     return [(start, min(num_voxels, start + step)) for start in range(0, num_voxels, step)]
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
-    global _pool, _pool_workers
+    global _pool, _pool_key
+    key = (workers, os.getpid())
     with _pool_lock:
-        if _pool is None or _pool_workers != workers:
-            if _pool is not None:
+        if _pool is None or _pool_key != key:
+            if _pool is not None and _pool_key[1] == key[1]:
                 _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seg-loss")
-            _pool_workers = workers
+            _pool_key = key
         return _pool
 
 

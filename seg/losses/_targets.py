@@ -62,7 +62,7 @@ def _first_bad(flat: torch.Tensor, is_bad) -> float | None:
         bad = is_bad(part)
         return part[bad][0].item() if bool(bad.any()) else None
 
-    found = map_chunks(check, chunk_bounds(flat.numel(), 1), flat.device)
+    found = map_chunks(check, chunk_bounds(flat.numel(), 1, flat.device), flat.device)
     return next((value for value in found if value is not None), None)
 
 

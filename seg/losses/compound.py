@@ -51,7 +51,7 @@ class _FocalDiceFunction(torch.autograd.Function):
                 sums = dice_chunk_sums(chunk, part, dice)
             return float(value.sum()), count, sums
 
-        results = map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1]), x.device)
+        results = map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1], x.device), x.device)
         count = sum(r[1] for r in results)
         focal_value = math.fsum(r[0] for r in results) / max(count, 1.0)
         dice_value, denominator = dice_from_sums(torch.stack([r[2] for r in results]).sum(0), dice)
@@ -66,11 +66,11 @@ class _FocalDiceFunction(torch.autograd.Function):
         x, target, dice_value, denominator = ctx.saved_tensors
         focal, dice = ctx.specs
         grad, ctx.grad = ctx.grad, None  # hand the focal-gradient buffer over (see FocalLoss)
+        bounds = chunk_bounds(x.shape[2], x.shape[0] * x.shape[1], x.device)
         if grad is None:  # a second backward through the same graph: recompute it
             grad = torch.empty(x.shape, dtype=focal.dtype, device=x.device)
             map_chunks(lambda a, b: focal_chunk(x[:, :, a:b].to(focal.dtype), target[..., a:b], focal,
-                                                grad[:, :, a:b]), chunk_bounds(x.shape[2], x.shape[0] * x.shape[1]),
-                       x.device)
+                                                grad[:, :, a:b]), bounds, x.device)
         focal_scale = float(grad_focal) / max(ctx.count, 1.0)
         weight = (grad_dice.double() / dice_value.numel()).expand_as(dice_value)
         slope, offset = dice_slopes(dice_value, denominator, weight, dice, (x.shape[0], x.shape[1]))
@@ -79,7 +79,7 @@ class _FocalDiceFunction(torch.autograd.Function):
             dice_grad_into(x[:, :, a:b].to(focal.dtype), target[..., a:b], dice, slope, offset, grad[:, :, a:b],
                            existing=focal_scale)
 
-        map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1]), x.device)
+        map_chunks(run, bounds, x.device)
         return grad.to(x.dtype), None, None, None
 
 

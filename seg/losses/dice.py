@@ -159,7 +159,7 @@ class _DiceFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, target: torch.Tensor, spec: DiceSpec) -> torch.Tensor:
-        bounds = chunk_bounds(x.shape[2], x.shape[0] * x.shape[1])
+        bounds = chunk_bounds(x.shape[2], x.shape[0] * x.shape[1], x.device)
         parts = map_chunks(lambda a, b: dice_chunk_sums(x[:, :, a:b].to(spec.dtype), target[..., a:b], spec),
                            bounds, x.device)
         dice, denominator = dice_from_sums(torch.stack(parts).sum(0), spec)
@@ -186,7 +186,7 @@ class _DiceFunction(torch.autograd.Function):
         def run(a: int, b: int) -> None:
             dice_grad_into(x[:, :, a:b].to(spec.dtype), target[..., a:b], spec, slope, offset, grad[:, :, a:b])
 
-        map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1]), x.device)
+        map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1], x.device), x.device)
         return grad.to(x.dtype), None, None
 
 

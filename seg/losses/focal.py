@@ -217,7 +217,7 @@ class _FocalFunction(torch.autograd.Function):
                 out[:, out.shape[1] - value.shape[1]:, start:stop] = value  # (B, C', n), channel 0 stays 0
             return 0.0, count
 
-        results = map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1]), x.device)
+        results = map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1], x.device), x.device)
         count = sum(c for _, c in results)
         return (out if out is not None else [s for s, _ in results]), count, grad
 

@@ -206,3 +206,17 @@ def test_docstring_example_runs():
 
     result = doctest.testmod(seg.losses.focal)
     assert result.attempted >= 2 and result.failed == 0
+
+
+def _loss_in_child(set_threads: int) -> float:
+    if set_threads:
+        torch.set_num_threads(set_threads)  # as DataLoader workers do (torch's OpenMP cannot be used after fork)
+    return float(focal_loss(torch.ones(1, 2, 40, 40, 40), torch.ones(1, 40, 40, 40, dtype=torch.long)))
+
+
+def test_works_in_a_forked_dataloader_like_worker_after_the_parent_used_its_threads():
+    import multiprocessing
+
+    expected = _loss_in_child(0)  # the parent starts its chunk threads
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.map_async(_loss_in_child, [1]).get(timeout=60) == [pytest.approx(expected)]
