@@ -27,7 +27,8 @@ is reset by each), followed by :func:`seg.predict.predict_files` on the test cas
 :func:`seg.evaluate.evaluate_folders` into ``OUT/runs/<variant>/seed<k>/evaluation``. The evaluation is written
 into a temporary folder and renamed into place, so a run is finished exactly when
 ``evaluation/summary.json`` exists; started again, finished runs are skipped and unfinished ones restart
-from scratch. A run whose settings changed since it was written is an error (use another ``--output``).
+from scratch. A finished run whose settings changed since (its arguments, or the content of a ``--config`` file
+they name) is an error: use another ``--output``, or delete that run's folder to redo it.
 The report (:mod:`seg.report`) is rebuilt from every finished run at the end.
 """
 
@@ -36,6 +37,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import gc
+import hashlib
 import json
 import shutil
 import sys
@@ -192,9 +195,14 @@ def test_label_folder(dataset_json: Path) -> Path:
 
 
 def train_argv(config: CompareConfig, variant: str, seed: int, folder: Path, dataset_json: Path) -> list[str]:
-    """The seg-train arguments of one run (base, shared arguments, the variant's, then the run's own)."""
+    """The seg-train arguments of one run (base, shared arguments, the variant's, then the run's own).
+
+    ``--seed_everything`` is passed next to ``--seed``: LightningCLI seeds (``_set_seed``) before
+    ``SegCLI.before_instantiate_classes`` copies ``--seed`` into ``seed_everything``, so ``--seed`` alone
+    would leave every run seeded with the base config's value.
+    """
     argv = ["--config", str(config.base), *config.train_args, *config.variants[variant], "--output", str(folder),
-            "--seed", str(seed), "--dataset", str(dataset_json)]
+            "--seed", str(seed), "--seed_everything", str(seed), "--dataset", str(dataset_json)]
     if config.max_epochs is not None:
         argv += ["--max-epochs", str(config.max_epochs)]
     if config.max_minutes is not None:
@@ -221,8 +229,11 @@ def execute_run(argv: list[str], folder: Path, dataset_json: Path, labels: Path)
     start = time.perf_counter()
     try:
         train(argv)
-    except SystemExit as error:  # jsonargparse exits on a bad argument: name the run instead
-        raise ValueError(f"seg-train rejected the arguments of run '{folder}' (exit {error.code}): {argv}") from error
+    except SystemExit as error:  # jsonargparse (bad argument) and --check-data (bad dataset) exit: name the run
+        raise ValueError(f"seg-train exited with code {error.code} in run '{folder}' (a bad argument or a failed "
+                         f"dataset check; its message is above); arguments: {argv}") from error
+    finally:
+        gc.collect()  # in-process runs: free the previous run's cached volumes before the next one
     trained = time.perf_counter()
     predictions = folder / "predictions"
     # best.ckpt is written at the first validation; a run stopped by the time cap before it only has last.ckpt
@@ -254,6 +265,14 @@ def evaluate_run(folder: Path, labels: Path, timing: dict[str, Any], *, start: f
     return timing
 
 
+def run_settings(argv: list[str], output: Path) -> dict[str, Any]:
+    """What makes a run what it is: its arguments (with ``output`` as ``{OUTPUT}``, so a moved output folder
+    stays valid) and the SHA-256 of every ``--config`` file they name (an edited base config invalidates runs)."""
+    configs = [Path(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a == "--config"]
+    return {"argv": [a.replace(str(output), "{OUTPUT}") for a in argv],
+            "config_sha256": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in configs}}
+
+
 def run_comparison(config: CompareConfig, output: Path, *, runner=execute_run) -> list[tuple[str, int, str]]:
     """Every (variant, seed) run in order, skipping finished ones; returns ``(variant, seed, status)`` per run.
 
@@ -272,7 +291,7 @@ def run_comparison(config: CompareConfig, output: Path, *, runner=execute_run) -
         argv = train_argv(config, variant, seed, folder, dataset_json)
         prefix = f"[{index}/{len(plan)}] {variant} seed {seed}:"
         recorded = folder / "compare_run.json"
-        settings = [a.replace(str(output), "{OUTPUT}") for a in argv]  # a moved output folder stays valid
+        settings = run_settings(argv, output)
         if is_finished(folder):
             if not recorded.is_file() or json.loads(recorded.read_text())["settings"] != settings:
                 raise ValueError(f"finished run '{folder}' was made with other settings than the current config "

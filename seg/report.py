@@ -17,6 +17,9 @@ How the numbers are made (also written into the report):
 - **Sensitivity by lesion size**: each ground-truth lesion's detection rate over seeds, averaged over the lesions
   of a size bin; interval by bootstrap over lesions (it ignores that lesions of one case are correlated).
 - **Reliability**: bin counts of every seed pooled, so the ECE is the voxel-pooled ECE over seeds and cases.
+- Per-case lesion F1, sensitivity and precision follow :mod:`seg.metrics`: a ratio with a zero denominator is 1
+  (a lesion-free case without false positives scores 1), so their case means differ from the pooled numbers
+  (lesion counts summed over the cases of a run, as ``seg-evaluate`` reports them), which are shown too.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def plot_metric_bars(report: Mapping[str, Any], out_png: Path) -> Path:
     metrics = [m for m in MAIN_METRICS if any(m in report["table"][v] for v in variants)]
     columns = min(4, len(metrics))
     rows = math.ceil(len(metrics) / columns)
-    fig = _figure(1.0 + 0.55 * len(variants) * columns, 3.2 * rows)
+    fig = _figure(0.5 + max(2.6, 0.55 * len(variants)) * columns, 3.4 * rows)
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     colors = _colors(variants)
     for ax, metric in zip(axes, metrics, strict=False):
@@ -143,7 +143,7 @@ def plot_metric_bars(report: Mapping[str, Any], out_png: Path) -> Path:
         bar_with_ci(ax, variants, [c.get("mean", math.nan) for c in cells], [c.get("low", math.nan) for c in cells],
                     [c.get("high", math.nan) for c in cells], color=[colors[v] for v in variants])
         label, better = METRICS[metric]
-        ax.set_title(f"{label} ({better} is better)", fontsize=9)
+        ax.set_title(f"{label}\n({better} is better)", fontsize=9)
         ax.tick_params(axis="x", labelrotation=60, labelsize=8)
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[len(metrics):]:

@@ -151,6 +151,17 @@ def test_changed_settings_of_a_finished_run_raise(tmp_path: Path, finished) -> N
         run_comparison(changed, out, runner=_fake_runner([]))
 
 
+def test_edited_variant_config_of_a_finished_run_raises(tmp_path: Path, dataset_json: Path) -> None:
+    variant_file = tmp_path / "loss.yaml"
+    variant_file.write_text("model:\n  loss: dice\n")
+    path = _config(tmp_path, dataset_json, seeds=[0], variants={"dice": ["--config", "loss.yaml"]})
+    run_comparison(load_config(path), tmp_path / "out", runner=_fake_runner([]))
+    assert [s for *_, s in run_comparison(load_config(path), tmp_path / "out", runner=_fake_runner([]))] == ["skipped"]
+    variant_file.write_text("model:\n  loss: focal\n")
+    with pytest.raises(ValueError, match="made with other settings"):
+        run_comparison(load_config(path), tmp_path / "out", runner=_fake_runner([]))
+
+
 def test_failed_run_is_recorded_and_the_others_continue(tmp_path: Path, dataset_json: Path) -> None:
     path = _config(tmp_path, dataset_json, seeds=[0, 1], variants={"dice": ["--model.loss", "dice"],
                                                                   "focal": ["--model.loss", "focal"]})
