@@ -59,14 +59,17 @@ class SegCLI(LightningCLI):
         cfg.data.cache_dir = cfg.output
 
     def instantiate_trainer(self, **kwargs):
-        from seg.training import run_callbacks, run_loggers
+        from seg.training import AtomicCheckpointIO, run_callbacks, run_loggers
 
         run_dir = Path(self.config.output)
         trainer_cfg = self.config_init.trainer
         trainer_cfg.default_root_dir = str(run_dir)
         trainer_cfg.logger = run_loggers(run_dir)
+        if not trainer_cfg.plugins:
+            trainer_cfg.plugins = [AtomicCheckpointIO()]
         monitor, mode = self.config.monitor, self.config.monitor_mode
-        return self._instantiate_trainer({**trainer_cfg, **kwargs}, run_callbacks(run_dir, monitor, mode))
+        callbacks = run_callbacks(run_dir, monitor, mode, progress_bar=trainer_cfg.enable_progress_bar is not False)
+        return self._instantiate_trainer({**trainer_cfg, **kwargs}, callbacks)
 
 
 def _seg_cli(argv: list[str] | None) -> SegCLI:

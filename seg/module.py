@@ -110,8 +110,19 @@ class SegModule(pl.LightningModule):
 
             self.alpha_values = alpha_from_frequencies(counts, method=self.hparams.alpha_method).tolist()
             self.criterion = self._make_criterion()
-            self.print(f"alpha ({self.hparams.alpha_method}, from training-split class frequencies "
-                       f"{[int(c) for c in counts]}): {[round(a, 4) for a in self.alpha_values]}")
+        world = self.trainer.world_size
+        rank = f"rank {self.trainer.global_rank}/{world}: " if world > 1 else ""
+        print(f"{rank}alpha {self.alpha_values} ({self.hparams.alpha_method if self.hparams.alpha == 'auto' else 'given'})"
+              f", training-split class counts {[int(c) for c in self.class_counts]}", flush=True)
+
+    def on_fit_start(self) -> None:
+        """Under DDP, make sure every rank derived the same α (the split and the counting are deterministic)."""
+        if self.trainer.world_size < 2 or self.alpha_values is None:
+            return
+        mine = torch.tensor(self.alpha_values, dtype=torch.float64, device=self.device)
+        gathered = self.all_gather(mine)  # (world, C)
+        if not torch.equal(gathered, mine.expand_as(gathered)):
+            raise RuntimeError(f"ranks derived different alpha values: {gathered.tolist()}")
 
     def inference_spec(self) -> dict:
         """Plain-typed description of everything inference needs (stored in checkpoints)."""
@@ -161,7 +172,7 @@ class SegModule(pl.LightningModule):
         _check_finite(terms, self.global_step)
         for name, value in terms.items():
             self.log(f"train/{'loss' if name == 'total' else name}", value.detach(), prog_bar=name == "total",
-                     on_step=True, on_epoch=True, batch_size=image.shape[0])
+                     on_step=True, on_epoch=True, batch_size=image.shape[0], sync_dist=True)
         return terms["total"]
 
     # --------------------------------------------------------------------------------- validation
@@ -184,7 +195,8 @@ class SegModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         totals = self.trainer.strategy.reduce(self._tally.as_tensor(self.device), reduce_op="sum")
         for name, value in self._tally.summarise(totals).items():
-            self.log(f"val/{name}", value, prog_bar=name in ("dice", "lesion_f1"), sync_dist=False)
+            # already summed over ranks above; sync_dist=True then averages identical values (a no-op)
+            self.log(f"val/{name}", value, prog_bar=name in ("dice", "lesion_f1"), sync_dist=True)
 
     # ---------------------------------------------------------------------------------- optimiser
     def configure_optimizers(self):

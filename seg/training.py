@@ -21,6 +21,19 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning writes checkpoints in place; a kill mid-write would leave a truncated ``last.ckpt`` that
+    ``--resume`` cannot read. Write to a temporary file in the same folder and rename instead."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
 
 
 def run_loggers(run_dir: Path) -> list:
@@ -70,16 +83,17 @@ class StepTimer(Callback):
                 "data_wait_share": self.waiting / total if total else 0.0}
 
 
-def run_callbacks(run_dir: Path, monitor: str = "val/lesion_f1", mode: str = "max") -> list:
+def run_callbacks(run_dir: Path, monitor: str = "val/lesion_f1", mode: str = "max", *,
+                  progress_bar: bool = True) -> list:
     if mode not in ("max", "min"):
         raise ValueError(f"--monitor-mode must be 'max' or 'min', got {mode!r}")
-    return [
+    callbacks = [
         ModelCheckpoint(dirpath=str(run_dir), filename="best", monitor=monitor, mode=mode, save_top_k=1,
                         save_last=True, enable_version_counter=False, auto_insert_metric_name=False),
         LearningRateMonitor(logging_interval="step"),
-        TQDMProgressBar(refresh_rate=5),
         StepTimer(),
     ]
+    return callbacks + ([TQDMProgressBar(refresh_rate=5)] if progress_bar else [])
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -15,11 +15,15 @@ from torch import nn
 
 def sliding_window_logits(network: nn.Module, image: torch.Tensor, roi_size: Sequence[int], *,
                           overlap: float = 0.25, batch_size: int = 4) -> torch.Tensor:
-    """Blended logits ``(B, K, *spatial)`` of a whole volume ``(B, C, *spatial)``, Gaussian blending."""
+    """Blended logits ``(B, K, *spatial)`` of a whole volume ``(B, C, *spatial)``, Gaussian blending.
+
+    The validation pipeline has already cropped the volume to its foreground, so windows cover all of it
+    (``crop=False``): logits everywhere, which the validation loss needs.
+    """
     from seg.inference import predict_volume
 
     return predict_volume(network, image, roi_size, overlap=overlap, blend="gaussian", batch_size=batch_size,
-                          activation=None)
+                          activation=None, crop=False)
 
 
 def validate_alpha_option(alpha: float | list[float] | str | None, method: str, num_classes: int) -> None:
@@ -76,13 +80,12 @@ class ValidationTally:
         sums = sums.double().cpu()
         k = self.num_classes - 1
         cases, tp, fp, fn = (float(v) for v in sums[k:k + 4])
-        cases = max(cases, 1.0)
-        dice_classes = sums[:k] / cases
-        out = {"dice": float(dice_classes.mean())}
+        dice_classes = sums[:k] / max(cases, 1.0)
+        out = {"dice": float(dice_classes.mean()), "cases": cases}
         if k > 1:
             out.update({f"dice_class{c + 1}": float(d) for c, d in enumerate(dice_classes)})
         from seg.metrics import detection_scores
 
         out.update(detection_scores(tp, fp, fn))
-        out["fp_per_volume"] = fp / cases
+        out["fp_per_volume"] = fp / max(cases, 1.0)
         return out
