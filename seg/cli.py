@@ -38,7 +38,9 @@ class SegCLI(LightningCLI):
         parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
-    def before_instantiate_classes(self) -> None:
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Parse, then fold the daily flags into the config (before LightningCLI seeds and instantiates)."""
+        super().parse_arguments(parser, args)
         cfg = self.config
         if cfg.dataset:
             cfg.data.dataset = cfg.dataset
@@ -49,6 +51,9 @@ class SegCLI(LightningCLI):
             cfg.trainer.max_time = f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
         if cfg.seed is not None:
             cfg.seed_everything = cfg.seed
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config
         from seg.data.check import run_check
         from seg.data.layouts import load_dataset
 

@@ -120,3 +120,10 @@ def test_resume_after_kill_continues_at_the_same_step(tiny_dataset: Path, tmp_pa
     # optimiser and scheduler state carried over: the scheduler counted every step
     assert final["lr_schedulers"][0]["last_epoch"] == final["global_step"]
     assert final["optimizer_states"][0]["state"][0]["step"] == final["global_step"]
+
+
+def test_seed_flag_seeds_everything(tiny_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        train_main([*TINY, "--dataset", str(tiny_dataset), "--output", str(tmp_path / "r"), "--seed", "7",
+                    "--check-data"])
+    assert torch.initial_seed() == 7
