@@ -22,7 +22,10 @@ from seg.losses._chunks import chunk_bounds, map_chunks
 from seg.losses._targets import ACTIVATIONS, alpha_vector, check_option, compute_dtype, flatten_inputs
 from seg.losses.dice import (
     DiceSpec,
+    binary_gain_bias,
+    binary_softmax_grad_into,
     binary_softmax_sums,
+    binary_to_sums,
     dice_chunk_sums,
     dice_from_sums,
     dice_grad_into,
@@ -40,13 +43,16 @@ class _FocalDiceFunction(torch.autograd.Function):
         grad = torch.empty(x.shape, dtype=focal.dtype, device=x.device) if need_grad else None
 
         binary = focal.softmax and focal.is_labels and x.shape[1] == 2
+        # two-class softmax: keep p_1 p_0 per voxel (a quarter of the logits' size) for the Dice backward
+        p1_p0 = torch.empty(x.shape[0], x.shape[2], dtype=focal.dtype, device=x.device) if binary and need_grad else None
 
         def run(a: int, b: int) -> tuple[float, float, torch.Tensor]:
             chunk, part = x[:, :, a:b].to(focal.dtype), target[..., a:b]
             shared: dict[str, torch.Tensor | None] = {}
             value, count = focal_chunk(chunk, part, focal, None if grad is None else grad[:, :, a:b], shared)
             if binary:  # reuse x_1 − x_0 and the 0/1 target of the focal term
-                sums = binary_softmax_sums(shared["diff"], shared["positive"], shared["keep"])
+                sums = binary_softmax_sums(shared["diff"], shared["positive"], shared["keep"],
+                                           None if p1_p0 is None else p1_p0[:, a:b])
             else:
                 sums = dice_chunk_sums(chunk, part, dice)
             return float(value.sum()), count, sums
@@ -54,9 +60,13 @@ class _FocalDiceFunction(torch.autograd.Function):
         results = map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1], x.device), x.device)
         count = sum(r[1] for r in results)
         focal_value = math.fsum(r[0] for r in results) / max(count, 1.0)
-        dice_value, denominator = dice_from_sums(torch.stack([r[2] for r in results]).sum(0), dice)
+        sums = torch.stack([r[2] for r in results]).sum(0)
+        if binary:
+            kept = (target != dice.ignore_index).sum(-1) if dice.ignore_index is not None else x.shape[2]
+            sums = binary_to_sums(sums, torch.as_tensor(kept, dtype=torch.float64, device=x.device).expand(x.shape[0]))
+        dice_value, denominator = dice_from_sums(sums, dice)
         ctx.save_for_backward(x, target, dice_value, denominator)
-        ctx.specs, ctx.count, ctx.grad = (focal, dice), count, grad
+        ctx.specs, ctx.count, ctx.grad, ctx.p1_p0 = (focal, dice), count, grad, p1_p0
         as_tensor = dict(dtype=x.dtype, device=x.device)
         return torch.tensor(focal_value, **as_tensor), (1 - dice_value).mean().to(**as_tensor)
 
@@ -75,7 +85,14 @@ class _FocalDiceFunction(torch.autograd.Function):
         weight = (grad_dice.double() / dice_value.numel()).expand_as(dice_value)
         slope, offset = dice_slopes(dice_value, denominator, weight, dice, (x.shape[0], x.shape[1]))
 
+        p1_p0 = ctx.p1_p0
+        gain, bias = binary_gain_bias(slope, offset) if p1_p0 is not None else (None, None)
+
         def run(a: int, b: int) -> None:
+            if p1_p0 is not None:  # t_1 is 0 where ignored, and so is p_1 p_0
+                t1 = (target[:, a:b] == 1).to(focal.dtype)
+                binary_softmax_grad_into(t1, p1_p0[:, a:b], gain, bias, grad[:, :, a:b], focal_scale)
+                return
             dice_grad_into(x[:, :, a:b].to(focal.dtype), target[..., a:b], dice, slope, offset, grad[:, :, a:b],
                            existing=focal_scale)
 

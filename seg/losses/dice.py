@@ -62,20 +62,29 @@ def _binary_softmax(x: torch.Tensor, target: torch.Tensor, spec: DiceSpec):
     return x[:, 1] - x[:, 0], t1, keep
 
 
-def binary_softmax_sums(diff: torch.Tensor, t1: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """Dice sums ``(3, B, 2)`` of a two-class softmax chunk from ``diff = x_1 − x_0``, ``t_1``, ``keep`` (B, n).
+def binary_softmax_sums(diff: torch.Tensor, t1: torch.Tensor, keep: torch.Tensor | None,
+                        p1_p0: torch.Tensor | None = None) -> torch.Tensor:
+    """Class-1 sums ``(3, B)`` = (Σ p_1 t_1, Σ p_1, Σ t_1) of a two-class softmax chunk (see ``binary_to_sums``).
 
-    Class 0 follows from class 1: p_0 = 1 − p_1, t_0 = 1 − t_1 on the kept voxels.
+    ``diff = x_1 − x_0``, ``t_1`` and ``keep`` are ``(B, n)``. If given, ``p1_p0`` ``(B, n)`` receives
+    ``p_1 p_0`` (0 where not kept) for :func:`binary_softmax_grad_into`.
     """
     p1 = torch.sigmoid(diff)
     if keep is not None:
         p1.mul_(keep)
-    kept = keep.sum(-1) if keep is not None else torch.full_like(p1[:, 0], p1.shape[1])
-    inter1, pred1, true1 = (p1 * t1).sum(-1), p1.sum(-1), t1.sum(-1)
-    inter0 = kept - pred1 - true1 + inter1
-    sums = torch.stack([torch.stack([inter0, inter1], -1), torch.stack([kept - pred1, pred1], -1),
-                        torch.stack([kept - true1, true1], -1)])
-    return sums.double()
+    if p1_p0 is not None:
+        torch.mul(p1, torch.rsub(p1, 1), out=p1_p0)
+    return torch.stack([(p1 * t1).sum(-1), p1.sum(-1), t1.sum(-1)]).double()
+
+
+def binary_to_sums(class1: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Full sums ``(3, B, 2)`` from class-1 sums ``(3, B)`` and kept voxels per image ``(B,)``.
+
+    Class 0 follows from class 1 on the kept voxels: p_0 = 1 − p_1, t_0 = 1 − t_1.
+    """
+    inter1, pred1, true1 = class1
+    class0 = torch.stack([kept - pred1 - true1 + inter1, kept - pred1, kept - true1])
+    return torch.stack([class0, class1], dim=-1)
 
 
 def dice_chunk_sums(x: torch.Tensor, target: torch.Tensor, spec: DiceSpec) -> torch.Tensor:
@@ -85,7 +94,10 @@ def dice_chunk_sums(x: torch.Tensor, target: torch.Tensor, spec: DiceSpec) -> to
         x: logits ``(B, C, n)`` in the compute dtype; target: labels ``(B, n)`` or multi-hot ``(B, C, n)``.
     """
     if spec.softmax and spec.is_labels and x.shape[1] == 2:
-        return binary_softmax_sums(*_binary_softmax(x, target, spec))
+        diff, t1, keep = _binary_softmax(x, target, spec)
+        kept = keep.sum(-1).double() if keep is not None else torch.full((x.shape[0],), float(x.shape[2]),
+                                                                          dtype=torch.float64, device=x.device)
+        return binary_to_sums(binary_softmax_sums(diff, t1, keep), kept)
     p, t, _ = _probabilities_and_target(x, target, spec)
     return torch.stack([(p * t).sum(-1), p.sum(-1), t.sum(-1)]).double()
 
@@ -109,20 +121,11 @@ def dice_grad_into(x: torch.Tensor, target: torch.Tensor, spec: DiceSpec, slope:
     already holds another softmax/sigmoid loss's gradient and becomes ``s · out + this gradient``.
     """
     if spec.softmax and spec.is_labels and x.shape[1] == 2:
-        # d/dx_1 = p_1 p_0 (g_1 − g_0), d/dx_0 = −d/dx_1, with g_1 − g_0 = t_1 (s_1 + s_0) + o_1 − o_0 − s_0.
-        # Any loss of a 2-class softmax has d/dx_0 = −d/dx_1, so channel 0 is written as −channel 1.
         diff, t1, keep = _binary_softmax(x, target, spec)
         p1 = torch.sigmoid(diff)
-        gain = slope[:, 1] + slope[:, 0]  # (B, 1)
-        bias = offset[:, 1] - offset[:, 0] - slope[:, 0]
-        grad1 = torch.addcmul(bias, t1, gain).mul_(p1).mul_(torch.rsub(p1, 1))  # (B, n)
-        if keep is not None:
-            grad1.mul_(keep)
-        if existing is None:
-            out[:, 1] = grad1
-        else:
-            torch.add(grad1, out[:, 1], alpha=existing, out=out[:, 1])
-        torch.neg(out[:, 1], out=out[:, 0])
+        p1_p0 = p1.mul_(torch.rsub(p1, 1))
+        gain, bias = binary_gain_bias(slope, offset)
+        binary_softmax_grad_into(t1, p1_p0 if keep is None else p1_p0.mul_(keep), gain, bias, out, existing)
         return
     p, t, keep = _probabilities_and_target(x, target, spec)
     d_p = torch.addcmul(offset, t, slope)  # (B, C, n)
@@ -136,6 +139,26 @@ def dice_grad_into(x: torch.Tensor, target: torch.Tensor, spec: DiceSpec, slope:
         out.copy_(grad)
     else:
         torch.add(grad, out, alpha=existing, out=out)
+
+
+def binary_gain_bias(slope: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For two classes, g_1 − g_0 = t_1 · gain + bias with gain = s_1 + s_0, bias = o_1 − o_0 − s_0: (B, 1) each."""
+    return slope[:, 1] + slope[:, 0], offset[:, 1] - offset[:, 0] - slope[:, 0]
+
+
+def binary_softmax_grad_into(t1: torch.Tensor, p1_p0: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor,
+                             out: torch.Tensor, existing: float | None) -> None:
+    """Two-class softmax case of :func:`dice_grad_into` from ``t_1`` and ``p_1 p_0`` (B, n), 0 where not kept.
+
+    d/dx_1 = p_1 p_0 (g_1 − g_0) (see :func:`binary_gain_bias`). Any loss of a 2-class softmax has
+    d/dx_0 = −d/dx_1, so channel 0 is written as −channel 1.
+    """
+    grad1 = torch.addcmul(bias, t1, gain).mul_(p1_p0)  # (B, n)
+    if existing is None:
+        out[:, 1] = grad1
+    else:
+        torch.add(grad1, out[:, 1], alpha=existing, out=out[:, 1])
+    torch.neg(out[:, 1], out=out[:, 0])
 
 
 def dice_slopes(dice: torch.Tensor, denominator: torch.Tensor, weight: torch.Tensor, spec: DiceSpec,

@@ -73,6 +73,7 @@ class FocalSpec:
         self.gamma, self.softmax, self.is_labels = float(gamma), activation == "softmax", is_labels
         self.include_background, self.ignore_index, self.reduction = include_background, ignore_index, reduction
         self.alpha, self.dtype = alpha, dtype  # alpha: (C,) in the compute dtype, or None
+        self.alpha_pair = tuple(alpha.tolist()[:2]) if alpha is not None else None  # two-class softmax
 
 
 def _binary_weights(positive: torch.Tensor, a_pos, a_neg, keep: torch.Tensor | None):
@@ -150,7 +151,7 @@ def focal_chunk(x: torch.Tensor, target: torch.Tensor, spec: FocalSpec, grad: to
         nz = torch.addcmul(diff, diff, positive, value=-2)
         if shared is not None:
             shared.update(diff=diff, positive=positive, keep=None if not_ignored is None else not_ignored.to(x.dtype))
-        a_neg, a_pos = (1.0, 1.0) if spec.alpha is None else (float(spec.alpha[0]), float(spec.alpha[1]))
+        a_neg, a_pos = (1.0, 1.0) if spec.alpha is None else spec.alpha_pair
         weight, signed = _binary_weights(positive, a_pos, a_neg, keep)
         value, slope = _focal_terms(nz, spec.gamma, need_grad)
         if need_grad:
