@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from seg.losses.compound import FocalDiceLoss
+from seg.losses.dice import DiceLoss
 from seg.losses.focal import FocalLoss
 
 LOSSES = ("focal", "dice", "focal_dice", "ce", "dice_ce")
@@ -47,7 +49,7 @@ def build_loss(
     """Build a loss by name (one of ``LOSSES``).
 
     ``include_background`` applies to the Dice term (MONAI and nnU-Net exclude background from Dice);
-    the focal/CE term always covers every class, so α decides how background and lesion voxels are weighted.
+    the focal/CE term always covers every voxel, so α decides how background and lesion voxels are weighted.
     """
     key = name.lower()
     if key not in LOSSES:
@@ -59,11 +61,34 @@ def build_loss(
     if key in ("focal", "ce"):
         g = gamma if key == "focal" else 0.0
         return NamedTerms(key, FocalLoss(gamma=g, alpha=alpha, activation=activation))
-    from seg.losses.compound import FocalDiceLoss
-    from seg.losses.dice import DiceLoss
-
     if key == "dice":
         return NamedTerms("dice", DiceLoss(activation=activation, include_background=include_background))
     g = gamma if key == "focal_dice" else 0.0
-    return FocalDiceLoss(gamma=g, alpha=alpha, activation=activation, lambda_focal=lambda_focal,
-                         lambda_dice=lambda_dice, include_background=include_background)
+    if include_background:
+        return FocalDiceLoss(gamma=g, alpha=alpha, activation=activation, lambda_focal=lambda_focal,
+                             lambda_dice=lambda_dice, include_background=True)
+    return FocalPlusForegroundDice(FocalLoss(gamma=g, alpha=alpha, activation=activation),
+                                   DiceLoss(activation=activation, include_background=False),
+                                   lambda_focal, lambda_dice)
+
+
+class FocalPlusForegroundDice(nn.Module):
+    """Focal over every voxel + Dice over the foreground classes (nnU-Net's ``DC_and_CE_loss`` arrangement).
+
+    :class:`FocalDiceLoss` applies one background rule to both terms, as its API promises; with
+    ``include_background=False`` under softmax its focal term would skip every background voxel and so
+    never see a false positive. Training wants the focal/CE term on all voxels and Dice without the
+    background class, so this pairs the two separate losses (the fused one is used when both include it).
+    """
+
+    def __init__(self, focal: nn.Module, dice: nn.Module, lambda_focal: float, lambda_dice: float) -> None:
+        super().__init__()
+        self.focal, self.dice = focal, dice
+        self.lambda_focal, self.lambda_dice = float(lambda_focal), float(lambda_dice)
+
+    def terms(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        focal, dice = self.focal(logits, target), self.dice(logits, target)
+        return {"focal": focal, "dice": dice, "total": self.lambda_focal * focal + self.lambda_dice * dice}
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.terms(logits, target)["total"]

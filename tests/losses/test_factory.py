@@ -1,0 +1,46 @@
+"""Losses by name: each variant equals its definition, term by term."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seg.losses import dice_loss, focal_loss
+from seg.losses.factory import build_loss
+
+
+@pytest.fixture
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(1)
+    logits = torch.randn(2, 2, 6, 5, 4, dtype=torch.float64)  # (B, C, D, H, W)
+    labels = (torch.rand(2, 1, 6, 5, 4) > 0.9).long()  # (B, 1, D, H, W), sparse foreground
+    return logits, labels
+
+
+def test_ce_is_cross_entropy(batch) -> None:
+    logits, labels = batch
+    terms = build_loss("ce").terms(logits, labels)
+    torch.testing.assert_close(terms["total"], F.cross_entropy(logits, labels[:, 0]))
+
+
+def test_focal_dice_keeps_background_voxels_in_the_focal_term(batch) -> None:
+    logits, labels = batch
+    terms = build_loss("focal_dice", gamma=2.0, alpha=[0.25, 0.75], lambda_dice=0.5).terms(logits, labels)
+    focal = focal_loss(logits, labels, gamma=2.0, alpha=[0.25, 0.75])  # every voxel
+    dice = dice_loss(logits, labels, include_background=False)
+    torch.testing.assert_close(terms["focal"], focal)
+    torch.testing.assert_close(terms["dice"], dice)
+    torch.testing.assert_close(terms["total"], focal + 0.5 * dice)
+
+
+def test_dice_ce_is_cross_entropy_plus_foreground_dice(batch) -> None:
+    logits, labels = batch
+    terms = build_loss("dice_ce").terms(logits, labels)
+    expected = F.cross_entropy(logits, labels[:, 0]) + dice_loss(logits, labels, include_background=False)
+    torch.testing.assert_close(terms["total"], expected)
+
+
+def test_unknown_loss_suggests_a_name() -> None:
+    with pytest.raises(ValueError, match="did you mean 'dice_ce'"):
+        build_loss("dice_cee")
