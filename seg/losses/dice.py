@@ -7,7 +7,7 @@ sums over the voxels of each image (``batch=False``) or over the whole batch (``
 foreground does not count as a perfect or a failed case on its own). ``s = smooth`` in both numerator
 and denominator (MONAI's ``smooth_nr = smooth_dr``): empty ground truth with an empty prediction gives 0.
 
-Written by hand (MONAI's ``DiceLoss`` computes the same numbers) so that it shares targets, α-free
+Written by hand (MONAI's ``DiceLoss`` computes the same numbers, tested) so that it shares targets,
 background handling and ``ignore_index`` with the focal loss, and for cost: the gradient only needs
 the per-class sums, so forward keeps nothing but those sums, and backward recomputes probabilities
 chunk by chunk (no logits-sized one-hot or probability tensor lives between the passes).
