@@ -58,7 +58,7 @@ class SegCLI(LightningCLI):
         from seg.data.layouts import load_dataset
 
         spec = load_dataset(cfg.data.dataset)
-        code = run_check(spec, spatial_dims=cfg.data.spatial_dims, quiet=not cfg.check_data)
+        code = run_check(spec, spatial_dims=_stored_dims(spec, cfg.data.spatial_dims), quiet=not cfg.check_data)
         if cfg.check_data or code != 0:
             raise SystemExit(code)
         cfg.data.cache_dir = cfg.output
@@ -75,6 +75,18 @@ class SegCLI(LightningCLI):
         monitor, mode = self.config.monitor, self.config.monitor_mode
         callbacks = run_callbacks(run_dir, monitor, mode, progress_bar=trainer_cfg.enable_progress_bar is not False)
         return self._instantiate_trainer({**trainer_cfg, **kwargs}, callbacks)
+
+
+def _stored_dims(spec, spatial_dims: int) -> int:
+    """Dimensions the images must have: a 2D network trains on 2D images or on slices of 3D volumes."""
+    if spatial_dims == 3 or not spec.cases or not spec.cases[0].images[0].is_file():
+        return spatial_dims
+    import nibabel as nib
+
+    shape = list(nib.load(str(spec.cases[0].images[0])).shape[:3])
+    while len(shape) > 2 and shape[-1] == 1:  # (H, W, 1) is a 2D slice
+        shape.pop()
+    return len(shape)
 
 
 def _seg_cli(argv: list[str] | None) -> SegCLI:

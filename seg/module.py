@@ -17,7 +17,13 @@ import pytorch_lightning as pl
 import torch
 
 from seg.losses.factory import LOSSES, build_loss
-from seg.networks import NetworkConfig, build_network, deep_supervision_outputs, downsample_labels
+from seg.networks import (
+    NetworkConfig,
+    build_network,
+    deep_supervision_outputs,
+    downsample_labels,
+    window_network,
+)
 from seg.validation import ValidationTally, validate_alpha_option
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -43,6 +49,8 @@ class SegModule(pl.LightningModule):
             ``cosine`` or ``constant``; per optimiser step.
         roi_size: sliding-window ROI for validation (linked from the data module's patch size).
         sw_batch_size, sw_overlap: sliding-window batch and overlap for validation.
+        min_size: postprocessing: predicted components under this many voxels are removed, in validation
+            and (stored in the checkpoint) at inference, as nnU-Net's postprocessing step does.
     """
 
     def __init__(
@@ -67,6 +75,7 @@ class SegModule(pl.LightningModule):
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 4,
         sw_overlap: float = 0.25,
+        min_size: int = 0,
     ) -> None:
         super().__init__()
         if loss.lower() not in LOSSES:
@@ -138,6 +147,7 @@ class SegModule(pl.LightningModule):
             "alpha": self.alpha_values,
             "alpha_method": hp.alpha_method if hp.alpha == "auto" else "given",
             "class_counts": self.class_counts,
+            "postprocessing": {"min_size": int(hp.min_size)},
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -181,13 +191,19 @@ class SegModule(pl.LightningModule):
 
         image, label = _plain(batch["image"]), _plain(batch["label"])
         roi = list(self.hparams.roi_size) if self.hparams.roi_size else list(image.shape[2:])
-        logits = sliding_window_logits(self.network, image, roi, overlap=self.hparams.sw_overlap,
+        network, roi = window_network(self.network, self.hparams.spatial_dims, image, roi)
+        logits = sliding_window_logits(network, image, roi, overlap=self.hparams.sw_overlap,
                                        batch_size=self.hparams.sw_batch_size)
         terms = self.criterion.terms(logits, label)
         for name, value in terms.items():
             self.log(f"val/{'loss' if name == 'total' else name}", value, on_epoch=True, sync_dist=True,
                      batch_size=1)
-        self._tally.update(logits.argmax(1), label[:, 0].long())
+        prediction = logits.argmax(1)
+        if self.hparams.min_size > 0:
+            from seg.inference import postprocess
+
+            prediction = postprocess(torch.softmax(logits, 1), min_size=self.hparams.min_size)
+        self._tally.update(prediction, label[:, 0].long())
 
     def on_validation_epoch_start(self) -> None:
         self._tally.reset()

@@ -121,3 +121,28 @@ def downsample_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor
     kernel = [s // t for s, t in zip(spatial, size, strict=True)]
     pool = F.max_pool3d if len(spatial) == 3 else F.max_pool2d
     return pool(labels.float(), kernel_size=kernel, stride=kernel).to(labels.dtype)
+
+
+class SliceWise(nn.Module):
+    """Run a 2D network on 3D volumes slice by slice along the last axis (2D training on 3D volumes).
+
+    Sliding windows of ``(*roi_2d, 1)`` over a ``(B, C, H, W, D)`` volume reach the 2D network as
+    ``(n, C, H, W)``; the logits come back as ``(n, K, H, W, 1)``.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != 1:
+            raise ValueError(f"SliceWise expects windows one slice thick, got shape {tuple(x.shape)}")
+        return self.network(x[..., 0])[..., None]  # (n, C, H, W, 1) -> (n, K, H, W) -> (n, K, H, W, 1)
+
+
+def window_network(network: nn.Module, spatial_dims: int, image: torch.Tensor,
+                   roi_size: Sequence[int]) -> tuple[nn.Module, list[int]]:
+    """The network and ROI to slide over ``image (B, C, *spatial)``: slice-wise for a 2D net on 3D images."""
+    if spatial_dims == 2 and image.dim() == 5:
+        return SliceWise(network), [*list(roi_size)[:2], 1]
+    return network, list(roi_size)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from seg._types import PathLike
 from seg.io import is_nifti, strip_nifti_suffix, write_like
+from seg.networks import window_network
 
 
 def discover_inputs(source: PathLike) -> list[list[Path]]:
@@ -62,7 +63,7 @@ class Predictor:
     """A trained network plus its preprocessing, predicting one case at a time."""
 
     def __init__(self, checkpoint: PathLike, *, tta: bool = False, overlap: float = 0.5, batch_size: int = 4,
-                 min_size: int = 0) -> None:
+                 min_size: int | None = None) -> None:
         from seg.checkpoint import load_for_inference
         from seg.data.transforms import Preprocessing, inference_transforms
 
@@ -71,6 +72,8 @@ class Predictor:
         self.transforms = inference_transforms(self.preprocessing, with_label=False)
         self.in_channels = int(self.spec["network"]["in_channels"])
         self.roi_size = self.spec["roi_size"]
+        if min_size is None:  # the training run's postprocessing
+            min_size = int(self.spec.get("postprocessing", {}).get("min_size", 0))
         self.tta, self.overlap, self.batch_size, self.min_size = tta, overlap, batch_size, min_size
 
     def __call__(self, images: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -88,9 +91,11 @@ class Predictor:
         if image.shape[0] != self.in_channels:
             raise ValueError(f"case '{images[0]}' has {image.shape[0]} channel(s) but the checkpoint's network "
                              f"takes {self.in_channels}")
-        roi = self.roi_size or list(image.shape[1:])
-        probabilities = predict_volume(self.network, image.as_tensor()[None], roi, overlap=self.overlap,
-                                       batch_size=self.batch_size, tta=self.tta)[0]  # (K, *spatial)
+        volume = image.as_tensor()[None]  # (1, C, *spatial)
+        network, roi = window_network(self.network, self.spec["network"]["spatial_dims"], volume,
+                                      self.roi_size or list(image.shape[1:]))
+        probabilities = predict_volume(network, volume, roi, overlap=self.overlap, batch_size=self.batch_size,
+                                       tta=self.tta)[0]  # (K, *spatial)
         restored = invert_to_input_space(MetaTensor(probabilities), image, self.transforms, nearest=False).as_tensor()
         # Outside the cropped foreground the inverse pads zeros: make that explicit background.
         restored[0] = (1.0 - restored[1:].sum(0)).clamp(0.0, 1.0)
@@ -99,7 +104,7 @@ class Predictor:
 
 
 def predict_files(checkpoint: PathLike, source: PathLike, output: PathLike, *, probabilities: bool = False,
-                  overwrite: bool = False, tta: bool = False, min_size: int = 0) -> list[str]:
+                  overwrite: bool = False, tta: bool = False, min_size: int | None = None) -> list[str]:
     """Predict every case of ``source`` into ``output``; returns the failure messages (empty: all fine)."""
     predictor = Predictor(checkpoint, tta=tta, min_size=min_size)
     output = Path(output)
@@ -131,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probabilities", action="store_true", help="also write float probability maps")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    parser.add_argument("--min-size", type=int, default=0, help="remove components under this many voxels")
+    parser.add_argument("--min-size", type=int, default=None,
+                        help="remove components under this many voxels (default: the checkpoint's setting)")
     args = parser.parse_args(argv)
     failures = predict_files(args.checkpoint, args.input, args.output, probabilities=args.probabilities,
                              overwrite=args.overwrite, tta=args.tta, min_size=args.min_size)

@@ -15,7 +15,7 @@ What makes the phantoms realistic enough that the loss matters (details in :mod:
 - lesions as irregular star-shaped blobs (random ellipsoid axes and orientation, boundary perturbed by
   random waves), round in millimetres (not in voxels), centred in WM-like tissue, with a 1 mm soft
   edge (partial volume); the label is the occupancy > 0.5. A lesion replaces the tissue by the WM level
-  plus ``contrast`` texture stds (default 2-4), while GM-like tissue sits 2 stds above WM: contrast is
+  plus ``contrast`` texture stds (default 4-6), while GM-like tissue sits 2 stds above WM: contrast is
   moderate and intensity alone does not find lesions. Radii span ``lesion_radius`` (default 1.5-8 mm
   in 3D: from a few voxels to about a thousand);
 - unlabelled distractors as bright as lesions: thin tortuous tubes (vessel-like, 0.5-1 mm radius) and
@@ -70,7 +70,7 @@ def make_dataset(
     foreground_fraction: float = 0.003,
     lesions_per_case: tuple[int, int] = (1, 6),
     lesion_radius: tuple[float, float] | None = None,
-    contrast: tuple[float, float] = (2.0, 4.0),
+    contrast: tuple[float, float] = (4.0, 6.0),
     distractors: tuple[int, int] = (2, 6),
     empty_fraction: float = 0.15,
     channels: int = 1,
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--foreground-fraction", type=float, default=0.003)
     parser.add_argument("--lesions-per-case", type=int, nargs=2, default=(1, 6), metavar=("LO", "HI"))
     parser.add_argument("--lesion-radius", type=float, nargs=2, metavar=("LO", "HI"), help="mm")
-    parser.add_argument("--contrast", type=float, nargs=2, default=(2.0, 4.0), metavar=("LO", "HI"))
+    parser.add_argument("--contrast", type=float, nargs=2, default=(4.0, 6.0), metavar=("LO", "HI"))
     parser.add_argument("--distractors", type=int, nargs=2, default=(2, 6), metavar=("LO", "HI"))
     parser.add_argument("--empty-fraction", type=float, default=0.15)
     parser.add_argument("--channels", type=int, default=1, choices=(1, 2))
