@@ -51,7 +51,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -267,16 +266,9 @@ def save_alpha(path: PathLike, counts: np.ndarray, alpha: np.ndarray, method: st
         "counts": np.asarray(counts, dtype=np.float64).tolist(),
         "alpha": np.asarray(alpha, dtype=np.float64).tolist(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from seg.io import write_json
+
+    return write_json(path, record)
 
 
 def load_alpha(path: PathLike) -> dict[str, object]:

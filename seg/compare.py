@@ -49,7 +49,8 @@ from typing import Any
 
 import yaml
 
-from seg.report import is_finished, run_dir, write_report, write_text
+from seg.io import write_text
+from seg.report import is_finished, run_dir, write_report
 
 KEYS = ("extends", "base", "output", "dataset", "synthetic", "seeds", "max_epochs", "max_minutes", "train_args",
         "baseline", "variants", "quick")

@@ -23,8 +23,6 @@ import csv
 import io
 import json
 import math
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from tqdm import tqdm
 
 from seg._types import PathLike
 from seg.calibration import CalibrationAccumulator
+from seg.io import write_text
 from seg.metrics import aggregate_lesion_metrics, dice, dice_per_class, hd95, lesion_metrics, surface_dice
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -207,15 +206,6 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -255,13 +245,13 @@ def write_outputs(output_dir: Path, cases: Sequence[dict[str, Any]], summary: di
     rows = [[c["case"], *(c[k] for k in CASE_COLUMNS),
              *(c["dice_per_class"][k] if k < len(c["dice_per_class"]) else 1.0 for k in range(1, num_classes)),
              *(c[k] for k in extra)] for c in cases]
-    _write_text(output_dir / "per_case.csv", _csv_text(header, rows))
+    write_text(output_dir / "per_case.csv", _csv_text(header, rows))
     lesion_rows = [[c["case"], i, lesion["size_voxels"], lesion["size_mm3"], int(lesion["detected"]), lesion["dice"]]
                    for c in cases for i, lesion in enumerate(c["lesions"], start=1)]
-    _write_text(output_dir / "per_lesion.csv",
+    write_text(output_dir / "per_lesion.csv",
                 _csv_text(["case", "lesion", "size_voxels", "size_mm3", "detected", "dice"], lesion_rows))
-    _write_text(output_dir / "summary.json", json.dumps(_json_ready(summary), indent=2) + "\n")
-    _write_text(output_dir / "summary.md", summary_markdown(summary))
+    write_text(output_dir / "summary.json", json.dumps(_json_ready(summary), indent=2) + "\n")
+    write_text(output_dir / "summary.md", summary_markdown(summary))
     if calibration is not None:
         from seg.plots import plot_reliability
 

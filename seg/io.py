@@ -21,10 +21,12 @@ Contract (modelled on nnU-Net's image reader/writer, done with nibabel):
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,12 +251,35 @@ def write_like(array: np.ndarray, reference: Volume | PathLike, out_path: PathLi
     header.set_slope_inter(np.nan, np.nan)
     header["cal_min"], header["cal_max"] = 0.0, 0.0
     image = nib.Nifti1Image(data.astype(dtype, copy=False), None, header=header)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name keeps the .nii(.gz) ending so that nibabel compresses it the same way.
-    tmp_path = out_path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{out_path.name}")
-    try:
+    with atomic_path(out_path) as tmp_path:
         nib.save(image, tmp_path)
-        os.replace(tmp_path, out_path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
     return out_path
+
+
+@contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it when the block succeeds (nothing half-written).
+
+    The temporary name keeps ``path``'s ending (``.nii.gz``, ``.png``, ...) so writers that pick the format
+    from the name (nibabel, matplotlib) write the same format; it is removed if the block fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: PathLike, payload: object) -> Path:
+    """Write ``payload`` as indented JSON atomically (see :func:`atomic_path`)."""
+    return write_text(path, json.dumps(payload, indent=2) + "\n")

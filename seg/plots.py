@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,15 +26,11 @@ FOCAL_GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)
 
 def save_figure(fig: Figure, out_png: PathLike, *, dpi: int = 120) -> Path:
     """Write ``fig`` as PNG to a temporary file beside ``out_png``, then rename it into place."""
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    from seg.io import atomic_path
+
+    with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return Path(out_png)
 
 
 def _new_figure(width: float, height: float) -> Figure:

@@ -27,14 +27,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from seg.io import write_text
 from seg.stats import bootstrap_ci, paired_wilcoxon
 
 # metric column of per_case.csv -> (label in the report, which direction is better)
@@ -271,15 +270,3 @@ def write_report(output: Path, variants: Sequence[str], seeds: Sequence[int], ba
     write_text(output / "report.md", report_markdown(report, title=title))
     return report
 
-
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place (nothing half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path

@@ -12,9 +12,6 @@ A run directory holds::
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,17 +20,16 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from seg.io import atomic_path, write_json
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning writes checkpoints in place; a kill mid-write would leave a truncated ``last.ckpt`` that
     ``--resume`` cannot read. Write to a temporary file in the same folder and rename instead."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
 def run_loggers(run_dir: Path) -> list:
@@ -94,15 +90,6 @@ def run_callbacks(run_dir: Path, monitor: str = "val/lesion_f1", mode: str = "ma
         StepTimer(),
     ]
     return callbacks + ([TQDMProgressBar(refresh_rate=5)] if progress_bar else [])
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
 
 
 def fit(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule, run_dir: Path,

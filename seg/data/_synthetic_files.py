@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from seg import io as seg_io
 from seg._types import PathLike
+from seg.io import atomic_path
 
 _SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
-
-
-def _temporary(path: Path) -> Path:
-    # Same folder (so os.replace is atomic) and the same suffix (nibabel picks the format from it).
-    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
 
 
 def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
@@ -29,24 +25,14 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
-    tmp = _temporary(path)
-    try:
+    with atomic_path(path) as tmp:
         nib.save(image, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
 def write_json(data: dict, path: Path) -> Path:
     """Write ``data`` as indented JSON, atomically."""
-    tmp = _temporary(path)
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return seg_io.write_json(path, data)
 
 
 def remove_stale(out_dir: Path, names: Sequence[str]) -> None:
@@ -94,10 +80,6 @@ def preview(dataset_json: PathLike, out_png: PathLike, *, cases: int = 8) -> Pat
         axes.set_title(f"{Path(image_file).name.split('.')[0]}: {int(label.sum())} lesion voxels", fontsize=8)
         axes.set_axis_off()
     out_png = Path(out_png)
-    tmp = _temporary(out_png)
-    try:
+    with atomic_path(out_png) as tmp:
         figure.savefig(tmp, dpi=100)
-        os.replace(tmp, out_png)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out_png

@@ -12,9 +12,9 @@ copied: the licence forbids redistribution), plus a ``dataset.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
+
+from seg.io import write_json
 
 MODALITIES = {"0000": "Flair_subtrMeanDivStd.nii.gz", "0001": "T1c_subtrMeanDivStd.nii.gz"}
 LABEL_FILE = "OTMultiClass.nii.gz"
@@ -57,11 +57,7 @@ def write_brats_dataset(source: Path, out: Path, *, test_cases: int = 2) -> Path
     content = {"name": "BraTS2015-subset", "description": "links to ../shared/data/brats2015 (CC BY-NC-SA 3.0 CH)",
                "tensorImageSize": "3D", "modality": {"0": "FLAIR", "1": "T1c"}, "labels": LABELS,
                "numTraining": len(training), "numTest": len(test), "training": training, "test": test}
-    path = out / "dataset.json"
-    tmp = path.with_name(".dataset.json.tmp")
-    tmp.write_text(json.dumps(content, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_json(out / "dataset.json", content)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,6 @@ whole preprocessed volumes. ``cache=False`` reruns everything per step (MONAI ``
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from seg.data.layouts import Case, DatasetSpec, load_dataset
 from seg.data.transforms import Preprocessing, median_spacing, train_transforms, val_transforms
+from seg.io import write_json
 
 COUNTS_FILE = "class_frequencies.json"
 DEFAULT_PATCH = {2: [128, 128], 3: [64, 64, 64]}
@@ -66,15 +65,6 @@ def split_cases(names: list[str], *, seed: int, val_fraction: float = 0.2, num_f
     train = [n for i, n in enumerate(ordered) if i not in val_positions]
     val = [n for i, n in enumerate(ordered) if i in val_positions]
     return train, val
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
 
 
 class SegDataModule(pl.LightningDataModule):
@@ -248,7 +238,7 @@ class SegDataModule(pl.LightningDataModule):
                 self._counts = class_frequencies(labels, self.num_classes, ignore_index=self.spec.ignore_label,
                                                  progress=True)
                 if self.cache_dir is not None:
-                    _write_json(Path(self.cache_dir) / COUNTS_FILE, self._counts_record(self._counts))
+                    write_json(Path(self.cache_dir) / COUNTS_FILE, self._counts_record(self._counts))
         return self._counts.copy()
 
     def _counts_record(self, counts: np.ndarray | None) -> dict[str, Any]:
