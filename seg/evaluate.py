@@ -23,7 +23,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,11 +194,12 @@ def summarise(cases: Sequence[dict[str, Any]], settings: dict[str, Any]) -> dict
     return summary
 
 
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
+def json_ready(value: Any) -> Any:
+    """Nested results -> JSON types: numpy scalars and arrays to Python, NaN to null, keys to strings."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_ready(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return None if math.isnan(value) else float(value)
     if isinstance(value, np.integer):
@@ -230,7 +231,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
               f"| lesion size ({summary['settings']['size_unit']}) | TP | FN | sensitivity |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {b['tp']} | {b['fn']} | {_fmt(b['sensitivity'])} |"
               for name, b in summary["sensitivity_by_size"].items()]
-    lines += ["", f"Settings: {json.dumps(_json_ready(summary['settings']))}. HD95 undefined (one mask empty) in "
+    lines += ["", f"Settings: {json.dumps(json_ready(summary['settings']))}. HD95 undefined (one mask empty) in "
               f"{summary['hd95_undefined_cases']} case(s), excluded from its mean.", ""]
     return "\n".join(lines)
 
@@ -250,7 +251,7 @@ def write_outputs(output_dir: Path, cases: Sequence[dict[str, Any]], summary: di
                    for c in cases for i, lesion in enumerate(c["lesions"], start=1)]
     write_text(output_dir / "per_lesion.csv",
                 _csv_text(["case", "lesion", "size_voxels", "size_mm3", "detected", "dice"], lesion_rows))
-    write_text(output_dir / "summary.json", json.dumps(_json_ready(summary), indent=2) + "\n")
+    write_text(output_dir / "summary.json", json.dumps(json_ready(summary), indent=2) + "\n")
     write_text(output_dir / "summary.md", summary_markdown(summary))
     if calibration is not None:
         from seg.plots import plot_reliability

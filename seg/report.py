@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from seg.evaluate import json_ready
 from seg.io import write_text
 from seg.stats import bootstrap_ci, paired_wilcoxon
 
@@ -243,18 +244,6 @@ def collect(output: Path, variants: Sequence[str], seeds: Sequence[int], baselin
             "method": __doc__.split("How the numbers are made (also written into the report):")[1].strip()}
 
 
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def write_report(output: Path, variants: Sequence[str], seeds: Sequence[int], baseline: str, *,
                  title: str = "Loss comparison") -> dict[str, Any]:
     """Collect the finished runs under ``output``; write ``report.md``, ``report.json`` and ``figures/*.png``.
@@ -266,7 +255,7 @@ def write_report(output: Path, variants: Sequence[str], seeds: Sequence[int], ba
     output = Path(output)
     report = collect(output, variants, seeds, baseline)
     report["figures"] = {k: str(p.relative_to(output)) for k, p in write_figures(output, report).items()}
-    write_text(output / "report.json", json.dumps(_json_ready(report), indent=2) + "\n")
+    write_text(output / "report.json", json.dumps(json_ready(report), indent=2) + "\n")
     write_text(output / "report.md", report_markdown(report, title=title))
     return report
 
