@@ -2,9 +2,9 @@
 
 Builds a synthetic sparse-lesion dataset (``seg.data.synthetic.make_dataset``; 64×64×48 volumes), then runs
 the same training loop twice — ``SegDataModule(cache=True)`` and ``cache=False`` — timing, per step, the
-wait for the next batch and a forward + backward + optimiser step of a small 3D MONAI UNet (channels
-16-32-64-128, strides 2-2-2, one residual unit) with cross-entropy, on a batch of the demo's size
-(batch_size 2 × samples_per_volume 2 patches of 48×48×32). Both rows are measured in one run, side by side.
+wait for the next batch and a forward + backward + optimiser step of the demo's network and loss, with the
+demo's patch size, batch size and samples per volume (all read from ``configs/demo.yaml``). Both rows are
+measured in one run, side by side.
 
     .venv/bin/python benchmarks/data.py [--cases 16] [--steps 15] [--workers 0 1]
 """
@@ -19,9 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.networks.nets import UNet
+import yaml
 
 from seg.data.datamodule import SegDataModule
+from seg.losses.factory import build_loss
+from seg.networks import NetworkConfig, build_network
+
+DEMO = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text())
 
 
 def make_data(out: Path, cases: int) -> Path:
@@ -38,16 +42,18 @@ def batches(loader):
 
 
 def run(dataset: Path, *, cache: bool, steps: int, warmup: int, num_workers: int) -> dict[str, float]:
-    dm = SegDataModule(str(dataset), patch_size=[48, 48, 32], batch_size=2, samples_per_volume=2,
-                       pos_fraction=0.5, target_spacing=None, cache=cache, num_workers=num_workers)
+    data, model = DEMO["data"], DEMO["model"]
+    dm = SegDataModule(str(dataset), patch_size=data["patch_size"], batch_size=data["batch_size"],
+                       samples_per_volume=data["samples_per_volume"], pos_fraction=data["pos_fraction"],
+                       target_spacing=data["target_spacing"], cache=cache, num_workers=num_workers)
     start = time.perf_counter()
     dm.setup("fit")
     setup_seconds = time.perf_counter() - start
     torch.manual_seed(0)
-    network = UNet(spatial_dims=3, in_channels=dm.in_channels, out_channels=dm.num_classes,
-                   channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1)
+    network = build_network(NetworkConfig(name=model["network"], in_channels=dm.in_channels,
+                                          out_channels=dm.num_classes, channels=model["channels"]))
     optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    loss_fn = build_loss(model["loss"], alpha=[0.05, 0.95])
     data_times, compute_times = [], []
     stream = batches(dm.train_dataloader())
     for step in range(warmup + steps):
@@ -55,8 +61,8 @@ def run(dataset: Path, *, cache: bool, steps: int, warmup: int, num_workers: int
         batch = next(stream)
         t1 = time.perf_counter()
         optimiser.zero_grad(set_to_none=True)
-        logits = network(batch["image"])  # (B * samples, K, 48, 48, 32)
-        loss = loss_fn(logits, batch["label"][:, 0].long())  # target (B * samples, 48, 48, 32)
+        logits = network(batch["image"])  # (B * samples, K, *patch)
+        loss = loss_fn(logits, batch["label"])  # target (B * samples, 1, *patch)
         loss.backward()
         optimiser.step()
         t2 = time.perf_counter()
