@@ -111,13 +111,13 @@ class SegModule(pl.LightningModule):
             return
         self.preprocessing = dict(getattr(datamodule, "preprocessing", {}))
         self.label_names = {int(k): str(v) for k, v in getattr(datamodule, "label_names", {}).items()}
-        if self.hparams.alpha == "auto" or self.class_counts is None:
-            counts = np.asarray(datamodule.class_counts(), dtype=np.float64)
-            self.class_counts = counts.tolist()
+        if self.class_counts is None:
+            self.class_counts = np.asarray(datamodule.class_counts(), dtype=np.float64).tolist()
         if self.hparams.alpha == "auto":
             from seg.alpha import alpha_from_frequencies
 
-            self.alpha_values = alpha_from_frequencies(counts, method=self.hparams.alpha_method).tolist()
+            self.alpha_values = alpha_from_frequencies(np.asarray(self.class_counts),
+                                                       method=self.hparams.alpha_method).tolist()
             self.criterion = self._make_criterion()
         world = self.trainer.world_size
         rank = f"rank {self.trainer.global_rank}/{world}: " if world > 1 else ""
