@@ -5,7 +5,7 @@
 3. predict the held-back test cases into ``demo_output/predictions`` (masks in each input's exact space);
 4. evaluate them against ``labelsTs`` into ``demo_output/report`` and print where everything is.
 
-    python -m seg.demo [--output demo_output] [--max-minutes 6]
+    python -m seg.demo [--output demo_output] [--max-minutes 6.5]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
-def run_demo(output: Path, *, max_minutes: float = 6.0, extra_args: list[str] | None = None) -> dict:
+def run_demo(output: Path, *, max_minutes: float = 6.5, extra_args: list[str] | None = None) -> dict:
     """Run the four steps; returns the evaluation summary."""
     from seg.cli import train
     from seg.data.synthetic import make_dataset
@@ -49,7 +49,7 @@ def run_demo(output: Path, *, max_minutes: float = 6.0, extra_args: list[str] | 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path("demo_output"))
-    parser.add_argument("--max-minutes", type=float, default=6.0)
+    parser.add_argument("--max-minutes", type=float, default=6.5)
     args, extra = parser.parse_known_args(argv)
     summary = run_demo(args.output, max_minutes=args.max_minutes, extra_args=extra)
     keys = ("dice", "lesion_f1", "lesion_sensitivity", "lesion_precision", "fp_per_volume")
