@@ -140,3 +140,27 @@ def test_two_dimensional_network_on_three_dimensional_volumes(trained, tmp_path:
     image = sorted((dataset.parent / "imagesTs").glob("*.nii.gz"))[0]
     assert predict_files(checkpoint, image, tmp_path / "out") == []
     _same_space(tmp_path / "out" / image.name, image)
+
+
+def test_multi_modality_cases_and_wrong_channel_count(tmp_path: Path, capsys) -> None:
+    from seg.data.synthetic import make_dataset
+
+    dataset = make_dataset(tmp_path / "data", cases=4, test_cases=1, shape=(32, 32, 24), channels=2,
+                           foreground_fraction=0.01, empty_fraction=0.0, seed=2, progress=False)
+    checkpoint = _train(dataset, tmp_path / "run")
+    assert predict_files(checkpoint, dataset, tmp_path / "out") == []  # the test case lists two files
+    images = sorted((dataset.parent / "imagesTs").glob("*_0000.nii.gz"))
+    _same_space(tmp_path / "out" / images[0].name.replace("_0000", ""), images[0])
+    failures = predict_files(checkpoint, images[0], tmp_path / "one")  # one file for a 2-channel network
+    assert len(failures) == 1 and "takes 2 channel(s)" in failures[0]
+
+
+def test_native_two_dimensional_images(tmp_path: Path) -> None:
+    from seg.data.synthetic import make_dataset
+
+    dataset = make_dataset(tmp_path / "data", cases=4, test_cases=1, spatial_dims=2, shape=(64, 64),
+                           foreground_fraction=0.01, empty_fraction=0.0, seed=4, progress=False)
+    checkpoint = _train(dataset, tmp_path / "run", "--data.spatial_dims", "2", "--data.patch_size", "[32, 32]")
+    image = sorted((dataset.parent / "imagesTs").glob("*.nii.gz"))[0]
+    assert predict_files(checkpoint, image, tmp_path / "out") == []
+    _same_space(tmp_path / "out" / image.name, image)
