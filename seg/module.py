@@ -240,8 +240,8 @@ def _plain(tensor: torch.Tensor) -> torch.Tensor:
 def _alpha_list(alpha: float | list[float] | None, num_classes: int) -> list[float] | None:
     if alpha is None:
         return None
-    if isinstance(alpha, (int, float)):
-        return [1.0 - float(alpha), float(alpha)] if num_classes == 2 else [float(alpha)] * num_classes
+    if isinstance(alpha, (int, float)):  # two classes only (validate_alpha_option raises otherwise)
+        return [1.0 - float(alpha), float(alpha)]
     return [float(a) for a in alpha]
 
 
