@@ -1,6 +1,6 @@
 """Time and peak memory of seg's losses and MONAI's, each against its own cross-entropy, in one run.
 
-    python benchmarks/losses.py [--size 96] [--rounds 7] [--threads 2]
+    python benchmarks/losses.py [--size 96] [--rounds 15] [--threads 2]
 
 Input: float32 logits (2, 2, S, S, S) with 0.5 % foreground voxels, forward + backward, on ``--threads``
 threads. Time: each loss is timed interleaved with its own cross-entropy (``F.cross_entropy`` for softmax
@@ -118,7 +118,7 @@ def memory_in_fresh_process(name: str, size: int, threads: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=96, help="spatial edge S of the (2, 2, S, S, S) logits")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per loss (after one warm-up)")
+    parser.add_argument("--rounds", type=int, default=15, help="timed rounds per loss (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     args = parser.parse_args()

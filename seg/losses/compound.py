@@ -19,6 +19,7 @@ from torch import nn
 
 from seg._types import Alpha
 from seg.losses._chunks import chunk_bounds, map_chunks
+from seg.losses._focal_chunk import FocalSpec, focal_chunk
 from seg.losses._targets import ACTIVATIONS, alpha_vector, check_option, compute_dtype, flatten_inputs
 from seg.losses.dice import (
     DiceSpec,
@@ -31,7 +32,6 @@ from seg.losses.dice import (
     dice_grad_into,
     dice_slopes,
 )
-from seg.losses.focal import FocalSpec, focal_chunk
 
 
 class _FocalDiceFunction(torch.autograd.Function):

@@ -220,3 +220,32 @@ def test_works_in_a_forked_dataloader_like_worker_after_the_parent_used_its_thre
     expected = _loss_in_child(0)  # the parent starts its chunk threads
     with multiprocessing.get_context("fork").Pool(1) as pool:
         assert pool.map_async(_loss_in_child, [1]).get(timeout=60) == [pytest.approx(expected)]
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.0, 3.0])
+@pytest.mark.parametrize("labels", [True, False])
+def test_sigmoid_training_path_matches_per_element_path_over_many_chunks(monkeypatch, gamma, labels):
+    """Under "mean"/"sum" with γ > 0 the sigmoid loss folds α_t into the focusing term (one dot product per
+    chunk); reduction="none" keeps every element. Both must give the same sum and the same gradient, with
+    per-channel α, ignore_index, a dropped background channel, extreme logits and many small chunks."""
+    import seg.losses._chunks as chunks
+
+    monkeypatch.setattr(chunks, "CHUNK_ELEMENTS", 1000)
+    generator = torch.Generator().manual_seed(3)
+    x = (torch.randn(2, 3, 9, 10, 11, generator=generator, dtype=torch.float64) * 8).requires_grad_()
+    x.data[0, :, 0, 0, :4] = torch.tensor([-300.0, -30.0, 30.0, 300.0], dtype=torch.float64)  # beyond exp's clamp
+    y = torch.randint(0, 3, (2, 9, 10, 11), generator=generator)
+    y[1, 2:4] = 255
+    target = y if labels else F.one_hot(y.clamp(max=2), 3).permute(0, 4, 1, 2, 3).double().masked_fill(
+        (y == 255).unsqueeze(1), 255)
+    options = dict(gamma=gamma, alpha=[0.2, 0.7, 0.9], activation="sigmoid", include_background=False,
+                   ignore_index=255)
+    summed = focal_loss(x, target, reduction="sum", **options)
+    per_element = focal_loss(x, target, reduction="none", **options)
+    (g_summed,) = torch.autograd.grad(summed, x)
+    (g_per_element,) = torch.autograd.grad(per_element.sum(), x)
+    torch.testing.assert_close(summed, per_element.sum())
+    torch.testing.assert_close(g_summed, g_per_element)
+    assert per_element[1, :, 2:4].abs().max().item() == 0.0 and per_element[:, 0].abs().max().item() == 0.0
+    assert per_element[0, 1:, 0, 0, 3].min().item() > 0  # the loss at a margin of 300 is ~300 α, not capped
+    torch.testing.assert_close(focal_loss(x, target, **options), summed / (2 * (2 * 9 * 10 * 11 - 2 * 10 * 11)))  # kept voxels x 2 channels

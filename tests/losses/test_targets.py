@@ -48,6 +48,30 @@ def test_soft_multi_hot_target_raises_for_sigmoid():
         focal_loss(X, t, activation="sigmoid")
 
 
+# values next to 0 and 1 (the screen t − t² must not round them to zero), NaN, out of range
+@pytest.mark.parametrize("value", [float(torch.finfo(torch.float32).eps) / 2, 1 - float(torch.finfo(torch.float32).eps) / 2,
+                                   1 + float(torch.finfo(torch.float32).eps), 1e-45, -1.0, 2.0, 3e38, float("nan")])
+def test_any_multi_hot_value_other_than_0_and_1_raises(value):
+    t = (torch.rand(2, 3, 64, 64) < 0.3).float()
+    t[1, 2, 63, 5] = value
+    with pytest.raises(ValueError, match="one-/multi-hot target has value"):
+        focal_loss(X.new_zeros(2, 3, 64, 64), t, activation="sigmoid")
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int64])
+@pytest.mark.parametrize("value", [2, 16, -1])
+def test_integer_multi_hot_value_other_than_0_and_1_raises(dtype, value):
+    if value < 0 and dtype == torch.uint8:
+        pytest.skip("uint8 has no negative values")
+    t = torch.zeros(2, 3, 4, 4, dtype=dtype)
+    t[0, 2, 1, 1] = 1
+    t[1, 0, 3, 3] = value
+    with pytest.raises(ValueError, match=f"value {value}"):
+        focal_loss(X, t, activation="sigmoid")
+    t[1, 0, 3, 3] = 1
+    assert torch.isfinite(focal_loss(X, t, activation="sigmoid"))
+
+
 def test_softmax_with_a_not_one_hot_target_raises():
     t = torch.zeros(2, 3, 4, 4)  # no class at all
     with pytest.raises(ValueError, match="not one-hot"):
