@@ -4,7 +4,7 @@
 
 A comparison config (YAML) holds only the experiment, never the model (that is the base training config)::
 
-    base: ../demo.yaml              # training config every run starts from (relative to this file)
+    base: base3d.yaml               # training config every run starts from (relative to this file)
     output: compare_output/sparse3d # default --output
     synthetic: {cases: 24, test_cases: 8, seed: 0}   # generated into OUTPUT/data if absent; or
     # dataset: /path/to/dataset.json                 # a labelled dataset with labelled test cases

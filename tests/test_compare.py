@@ -33,7 +33,7 @@ def test_sparse3d_config_has_the_required_variants_and_resolved_paths() -> None:
     assert {"dice", "focal", "focal_dice", "ce", "dice_ce", "focal_dice_alpha_auto",
             "focal_dice_alpha025"} <= set(config.variants)
     assert config.seeds == [0, 1, 2] and config.baseline == "dice"
-    assert config.base == (CONFIGS.parent / "demo.yaml").resolve() and config.base.is_file()
+    assert config.base == (CONFIGS / "base3d.yaml").resolve() and config.base.is_file()
     for args in config.variants.values():  # every --config of a variant is an existing absolute path
         files = [Path(args[i + 1]) for i, a in enumerate(args) if a == "--config"]
         assert files and all(f.is_absolute() and f.is_file() for f in files)
@@ -109,7 +109,7 @@ def dataset_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(tmp_path: Path, dataset_json: Path, **changes) -> Path:
-    text = {"base": str(CONFIGS.parent / "demo.yaml"), "dataset": str(dataset_json), "seeds": [0, 1],
+    text = {"base": str(CONFIGS / "base3d.yaml"), "dataset": str(dataset_json), "seeds": [0, 1],
             "max_epochs": 4, "variants": {"dice": ["--model.loss", "dice"], "focal": ["--model.loss", "focal"],
                                           "focal_dice": ["--model.loss", "focal_dice"]}, **changes}
     path = tmp_path / "compare.yaml"
