@@ -44,6 +44,7 @@ class SegModule(pl.LightningModule):
         alpha_method: method for ``alpha="auto"`` (see ``seg.alpha.METHODS``).
         lambda_focal, lambda_dice: weights of the compound's terms.
         include_background: whether the Dice term covers class 0.
+        batch_dice: Dice over the whole batch as one volume (nnU-Net's ``batch_dice``) instead of per sample.
         deep_supervision: DynUNet heads compared with max-pooled targets (nnU-Net weights 1/2^i).
         optimizer: ``adamw`` or ``sgd`` (Nesterov, momentum 0.99, as nnU-Net); schedule: ``poly`` (power 0.9),
             ``cosine`` or ``constant``; per optimiser step.
@@ -67,6 +68,7 @@ class SegModule(pl.LightningModule):
         lambda_focal: float = 1.0,
         lambda_dice: float = 1.0,
         include_background: bool = False,
+        batch_dice: bool = False,
         deep_supervision: bool = False,
         optimizer: str = "adamw",
         lr: float = 3e-3,
@@ -103,7 +105,7 @@ class SegModule(pl.LightningModule):
         hp = self.hparams
         return build_loss(hp.loss, gamma=hp.gamma, alpha=self.alpha_values, activation="softmax",
                           include_background=hp.include_background, lambda_focal=hp.lambda_focal,
-                          lambda_dice=hp.lambda_dice)
+                          lambda_dice=hp.lambda_dice, batch_dice=hp.get("batch_dice", False))
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

@@ -45,11 +45,14 @@ def build_loss(
     include_background: bool = False,
     lambda_focal: float = 1.0,
     lambda_dice: float = 1.0,
+    batch_dice: bool = False,
 ) -> nn.Module:
     """Build a loss by name (one of ``LOSSES``).
 
     ``include_background`` applies to the Dice term (MONAI and nnU-Net exclude background from Dice);
     the focal/CE term always covers every voxel, so α decides how background and lesion voxels are weighted.
+    ``batch_dice`` computes the Dice term over the whole batch as one volume (nnU-Net's ``batch_dice``):
+    a patch without lesion then no longer scores 0 or 1 on its own.
     """
     key = name.lower()
     if key not in LOSSES:
@@ -62,13 +65,14 @@ def build_loss(
         g = gamma if key == "focal" else 0.0
         return NamedTerms(key, FocalLoss(gamma=g, alpha=alpha, activation=activation))
     if key == "dice":
-        return NamedTerms("dice", DiceLoss(activation=activation, include_background=include_background))
+        return NamedTerms("dice", DiceLoss(activation=activation, include_background=include_background,
+                                           batch=batch_dice))
     g = gamma if key == "focal_dice" else 0.0
     if include_background:
         return FocalDiceLoss(gamma=g, alpha=alpha, activation=activation, lambda_focal=lambda_focal,
-                             lambda_dice=lambda_dice, include_background=True)
+                             lambda_dice=lambda_dice, include_background=True, batch=batch_dice)
     return FocalPlusForegroundDice(FocalLoss(gamma=g, alpha=alpha, activation=activation),
-                                   DiceLoss(activation=activation, include_background=False),
+                                   DiceLoss(activation=activation, include_background=False, batch=batch_dice),
                                    lambda_focal, lambda_dice)
 
 

@@ -44,3 +44,20 @@ def test_dice_ce_is_cross_entropy_plus_foreground_dice(batch) -> None:
 def test_unknown_loss_suggests_a_name() -> None:
     with pytest.raises(ValueError, match="did you mean 'dice_ce'"):
         build_loss("dice_cee")
+
+
+@pytest.mark.parametrize("name", ["dice", "focal_dice", "dice_ce"])
+def test_batch_dice_is_one_dice_over_the_whole_batch(batch, name) -> None:
+    _, labels = batch
+    labels = labels.clone()
+    labels[1] = 0  # a patch without lesion: per-sample Dice scores it alone, batch Dice does not
+    logits = torch.cat([3 * (labels == 0).double(), 3 * (labels == 1).double()], dim=1)  # good predictions ...
+    logits[1, 1, 0, 0, :2] = 4.0  # ... but two false-positive voxels in the empty patch
+    per_sample = build_loss(name).terms(logits, labels)["dice"]
+    batched = build_loss(name, batch_dice=True).terms(logits, labels)["dice"]
+    # nnU-Net's batch Dice by hand: sums over the batch and every voxel, foreground channel only
+    p = torch.softmax(logits, dim=1)[:, 1]
+    t = (labels[:, 0] == 1).double()
+    by_hand = 1 - (2 * (p * t).sum() + 1e-5) / (p.sum() + t.sum() + 1e-5)
+    torch.testing.assert_close(batched, by_hand)
+    assert abs(per_sample.item() - batched.item()) > 0.05

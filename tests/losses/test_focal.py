@@ -168,9 +168,10 @@ def test_gradcheck_float64(case):
     assert torch.autograd.gradcheck(lambda t: focal_loss(t, y, **case), (x,))
 
 
-def test_second_backward_with_retained_graph_gives_the_same_gradient():
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_second_backward_with_retained_graph_gives_the_same_gradient(activation):
     x = torch.randn(2, 2, 4, 4, requires_grad=True)
-    loss = focal_loss(x, torch.randint(0, 2, (2, 4, 4)), alpha=0.25)
+    loss = focal_loss(x, torch.randint(0, 2, (2, 4, 4)), alpha=0.25, activation=activation)
     loss.backward(retain_graph=True)
     first = x.grad.clone()
     loss.backward()
@@ -249,3 +250,14 @@ def test_sigmoid_training_path_matches_per_element_path_over_many_chunks(monkeyp
     assert per_element[1, :, 2:4].abs().max().item() == 0.0 and per_element[:, 0].abs().max().item() == 0.0
     assert per_element[0, 1:, 0, 0, 3].min().item() > 0  # the loss at a margin of 300 is ~300 α, not capped
     torch.testing.assert_close(focal_loss(x, target, **options), summed / (2 * (2 * 9 * 10 * 11 - 2 * 10 * 11)))  # kept voxels x 2 channels
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_mean_gradient_scales_with_the_incoming_gradient(activation):
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 3, (2, 5, 4))
+    options = dict(gamma=2.0, alpha=[0.2, 0.3, 0.5], activation=activation)
+    (g_mean,) = torch.autograd.grad(3.0 * focal_loss(x, y, **options), x)
+    (g_sum,) = torch.autograd.grad(focal_loss(x, y, reduction="sum", **options), x)
+    elements = 2 * 5 * 4 * (3 if activation == "sigmoid" else 1)
+    torch.testing.assert_close(g_mean, 3.0 * g_sum / elements)
