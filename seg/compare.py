@@ -17,6 +17,7 @@ A comparison config (YAML) holds only the experiment, never the model (that is t
       dice: [--config, loss_dice.yaml]
       focal_dice_alpha025: [--config, loss_focal_dice.yaml, --model.alpha, "0.25"]
     quick: quick.yaml               # the config --quick uses instead
+    # eval_classes: [4]             # evaluate lesions of these labels only (BraTS enhancing tumour)
     # extends: sparse3d.yaml        # (in quick.yaml) start from another comparison config; a list of
                                     # names under variants selects from its variants
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import hashlib
 import json
@@ -113,7 +115,8 @@ def _epochs_trained(folder: Path) -> int | None:
     return max(epochs) + 1 if epochs else None
 
 
-def execute_run(argv: list[str], folder: Path, dataset_json: Path, labels: Path) -> dict[str, Any]:
+def execute_run(argv: list[str], folder: Path, dataset_json: Path, labels: Path,
+                classes: list[int] | None = None) -> dict[str, Any]:
     """Train, predict the test cases, evaluate; the evaluation folder is renamed into place last."""
     from seg.cli import train
     from seg.predict import predict_files
@@ -135,10 +138,11 @@ def execute_run(argv: list[str], folder: Path, dataset_json: Path, labels: Path)
         raise RuntimeError(f"{len(failures)} test case(s) failed to predict in '{folder}': {failures}")
     timing = {"train_seconds": trained - start, "predict_seconds": time.perf_counter() - trained,
               "epochs": _epochs_trained(folder), "checkpoint": checkpoint.name}
-    return evaluate_run(folder, labels, timing, start=start)
+    return evaluate_run(folder, labels, timing, start=start, classes=classes)
 
 
-def evaluate_run(folder: Path, labels: Path, timing: dict[str, Any], *, start: float) -> dict[str, Any]:
+def evaluate_run(folder: Path, labels: Path, timing: dict[str, Any], *, start: float,
+                 classes: list[int] | None = None) -> dict[str, Any]:
     """Evaluate ``folder/predictions`` against ``labels`` into ``folder/evaluation``, atomically.
 
     The evaluation is written into ``folder/.evaluation.tmp`` and renamed into place after ``timing.json``,
@@ -150,7 +154,8 @@ def evaluate_run(folder: Path, labels: Path, timing: dict[str, Any], *, start: f
     staging = folder / ".evaluation.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     evaluated = time.perf_counter()
-    evaluate_folders(predictions, labels, staging, probabilities_dir=predictions / "probabilities", progress=False)
+    evaluate_folders(predictions, labels, staging, probabilities_dir=predictions / "probabilities", classes=classes,
+                     progress=False)
     timing = {**timing, "evaluate_seconds": time.perf_counter() - evaluated, "total_seconds": time.perf_counter() - start}
     write_text(folder / "timing.json", json.dumps(timing, indent=2) + "\n")
     staging.rename(folder / "evaluation")
@@ -165,13 +170,17 @@ def run_settings(argv: list[str], output: Path) -> dict[str, Any]:
             "config_sha256": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in configs}}
 
 
-def run_comparison(config: CompareConfig, output: Path, *, runner=execute_run) -> list[tuple[str, int, str]]:
+def run_comparison(config: CompareConfig, output: Path, *, runner=None) -> list[tuple[str, int, str]]:
     """Every (variant, seed) run in order, skipping finished ones; returns ``(variant, seed, status)`` per run.
 
-    ``runner(argv, folder, dataset_json, labels)`` does one run (tests pass a fake). A run that raises one of
-    the user errors of :mod:`seg.cli` is recorded in ``failed.json`` and the others continue.
+    ``runner(argv, folder, dataset_json, labels)`` does one run (default :func:`execute_run`, evaluating
+    ``config.eval_classes``; tests pass a fake). A run that raises one of the user errors of :mod:`seg.cli`
+    is recorded in ``failed.json`` and the others continue.
     """
     from seg.cli import USER_ERRORS
+
+    if runner is None:
+        runner = functools.partial(execute_run, classes=config.eval_classes)
 
     output = Path(output).resolve()
     dataset_json = prepare_dataset(config, output)

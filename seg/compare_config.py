@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 KEYS = ("extends", "base", "output", "dataset", "synthetic", "seeds", "max_epochs", "max_minutes", "train_args",
-        "baseline", "variants", "quick")
+        "baseline", "variants", "quick", "eval_classes")
 PATH_KEYS = ("extends", "base", "dataset", "quick")  # resolved relative to the file that names them
 
 
@@ -33,6 +33,7 @@ class CompareConfig:
     train_args: list[str] = field(default_factory=list)
     baseline: str = "dice"
     quick: Path | None = None
+    eval_classes: list[int] | None = None  # the lesion foreground for evaluation (None: every non-zero label)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -109,6 +110,11 @@ def load_config(path: str | Path, *, quick: bool = False) -> CompareConfig:
     seeds = raw["seeds"]
     if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"'seeds' in '{path}' must be a non-empty list of distinct integers, got {seeds!r}")
+    eval_classes = raw.get("eval_classes")
+    if eval_classes is not None and (not isinstance(eval_classes, list) or not eval_classes
+                                     or not all(isinstance(c, int) and c > 0 for c in eval_classes)):
+        raise ValueError(f"'eval_classes' in '{path}' must be a list of foreground labels (integers > 0), "
+                         f"got {eval_classes!r}")
     baseline = raw.get("baseline", "dice")
     if baseline not in raw["variants"]:
         raise ValueError(f"baseline {baseline!r} in '{path}' is not one of the variants {list(raw['variants'])}")
@@ -116,4 +122,4 @@ def load_config(path: str | Path, *, quick: bool = False) -> CompareConfig:
                          output=Path(raw.get("output") or "compare_output"), dataset=raw.get("dataset"),
                          synthetic=raw.get("synthetic"), max_epochs=raw.get("max_epochs"),
                          max_minutes=raw.get("max_minutes"), train_args=[str(a) for a in raw.get("train_args", [])],
-                         baseline=baseline, quick=raw.get("quick"))
+                         baseline=baseline, quick=raw.get("quick"), eval_classes=eval_classes)

@@ -80,15 +80,22 @@ def _check_same_grid(a: Path, a_shape, a_affine, b: Path, b_shape, b_affine) -> 
                          f"{np.round(b_affine, 4)}\n(write predictions with the label's header, e.g. seg.io.write_like)")
 
 
-def _foreground_probability(path: Path, label_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _foreground_probability(path: Path, label_shape: tuple[int, ...],
+                            classes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Foreground probability ``(*spatial)`` and affine: a map of the label's shape is used as is; a
-    ``(*spatial, K)`` map (one channel per class) gives 1 - p(background)."""
+    ``(*spatial, K)`` map (one channel per class) gives 1 - p(background), or with ``classes`` the sum of
+    those classes' channels (the probability of the lesion foreground that is evaluated)."""
     array, affine, _ = _load(path)
     array = array.astype(np.float64)
     if array.shape == label_shape:
         return array, affine
     if array.shape[:-1] == label_shape and array.shape[-1] >= 2:
-        return 1.0 - array[..., 0], affine
+        if classes is None:
+            return 1.0 - array[..., 0], affine
+        if max(classes) >= array.shape[-1]:
+            raise ValueError(f"probability map '{path}' has {array.shape[-1]} class channels; "
+                             f"cannot evaluate classes {list(classes)}")
+        return array[..., list(classes)].sum(-1), affine
     raise ValueError(f"probability map '{path}' has shape {array.shape}; expected {label_shape} (foreground "
                      f"probability) or {(*label_shape, 'K')} (one channel per class, background first)")
 
@@ -154,7 +161,7 @@ def evaluate_folders(pred_dir: PathLike, label_dir: PathLike, output_dir: PathLi
                                 tolerance=tolerance)}
         if accumulator is not None:
             prob_path = _probability_file(Path(probabilities_dir), label_path)
-            prob, prob_affine = _foreground_probability(prob_path, label.shape)
+            prob, prob_affine = _foreground_probability(prob_path, label.shape, classes)
             _check_same_grid(prob_path, prob.shape, prob_affine, label_path, label.shape, label_affine)
             label_fg = label > 0 if classes is None else np.isin(label, classes)
             case_accumulator = CalibrationAccumulator(n_bins)

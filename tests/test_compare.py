@@ -60,6 +60,17 @@ def test_unknown_key_and_unknown_variant_raise(tmp_path: Path) -> None:
         load_config(child)
 
 
+def test_eval_classes_are_read_and_checked(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(f"extends: {CONFIGS / 'sparse3d.yaml'}\neval_classes: [4]\n")
+    assert load_config(good).eval_classes == [4]
+    assert load_config(CONFIGS / "sparse3d.yaml").eval_classes is None  # default: every non-zero label
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {CONFIGS / 'sparse3d.yaml'}\neval_classes: [0]\n")
+    with pytest.raises(ValueError, match="'eval_classes'.*integers > 0"):
+        load_config(bad)
+
+
 def test_train_argv_order_base_then_shared_then_variant_then_run(tmp_path: Path) -> None:
     config = load_config(CONFIGS / "sparse3d.yaml")
     argv = train_argv(config, "focal", 2, tmp_path / "run", tmp_path / "dataset.json")

@@ -119,6 +119,29 @@ def test_multiclass_dice_per_class_and_chosen_lesion_classes(tmp_path):
     assert (only_two["tp"], only_two["fn"], only_two["fp"]) == (0, 1, 0)
 
 
+def test_class_subset_uses_those_classes_probability_for_ece(tmp_path):
+    label = np.zeros((10, 10, 4), np.uint8)
+    label[1:3, 1:3, 1] = 1  # 4 voxels of class 1
+    label[6:8, 6:8, 2] = 2  # 4 voxels of class 2: the evaluated lesion foreground
+    _save(label, tmp_path / "labels" / "c.nii.gz")
+    _save(label, tmp_path / "pred" / "c.nii.gz")
+    probs = np.zeros((*label.shape, 3), np.float32)  # (*spatial, K): background, class 1, class 2
+    probs[..., 0] = 1.0
+    probs[label == 1] = [0.0, 1.0, 0.0]  # class 1 certain: not foreground for classes=[2]
+    probs[label == 2] = [0.2, 0.0, 0.8]  # class 2 at 0.8: a gap of 0.2 on its 4 voxels
+    _save(probs, tmp_path / "probs" / "c_prob.nii.gz")
+    summary = evaluate_folders(tmp_path / "pred", tmp_path / "labels", classes=[2],
+                               probabilities_dir=tmp_path / "probs", progress=False)
+    assert summary["ece"] == pytest.approx(4 * 0.2 / label.size)
+    # every non-zero label (1 - p(background)): class 1 voxels at 1.0 are right too, the same gap remains
+    every = evaluate_folders(tmp_path / "pred", tmp_path / "labels", probabilities_dir=tmp_path / "probs",
+                             progress=False)
+    assert every["ece"] == pytest.approx(4 * 0.2 / label.size)
+    with pytest.raises(ValueError, match="3 class channels"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "labels", classes=[4], probabilities_dir=tmp_path / "probs",
+                         progress=False)
+
+
 def test_cli_writes_outputs_and_prints_summary(folders, capsys):
     assert main(["--pred", str(folders / "pred"), "--label", str(folders / "labels"),
                  "--output", str(folders / "cli"), "--dilation", "1", "--no-progress"]) == 0
