@@ -2,7 +2,8 @@
 
 1. make a small synthetic sparse-lesion NIfTI dataset (``demo_output/data``, skipped if present);
 2. train ``configs/demo.yaml`` (3D U-Net, focal+Dice, α from class frequencies) into ``demo_output/run``;
-3. predict the held-back test cases into ``demo_output/predictions`` (masks in each input's exact space);
+3. predict the held-back test cases into ``demo_output/predictions`` (masks in each input's exact space,
+   averaged over the 8 axis flips: nnU-Net's default test-time mirroring);
 4. evaluate them against ``labelsTs`` into ``demo_output/report`` and print where everything is.
 
     python -m seg.demo [--output demo_output] [--max-minutes 6.5]
@@ -35,8 +36,9 @@ def run_demo(output: Path, *, max_minutes: float = 6.5, extra_args: list[str] | 
     train(["--config", str(CONFIG), "--dataset", str(data_json), "--output", str(run_dir),
            "--max-minutes", str(max_minutes), *(extra_args or [])])
     predictions = output / "predictions"
-    print(f"[3/4] predicting the held-back test cases into {predictions}")
-    failures = predict_files(run_dir / "best.ckpt", data_json, predictions, overwrite=True, probabilities=True)
+    print(f"[3/4] predicting the held-back test cases into {predictions} (with mirroring, as nnU-Net does)")
+    failures = predict_files(run_dir / "best.ckpt", data_json, predictions, overwrite=True, probabilities=True,
+                             tta=True)
     if failures:
         raise RuntimeError(f"{len(failures)} test case(s) failed to predict: {failures}")
     report = output / "report"
