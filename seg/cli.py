@@ -93,9 +93,15 @@ def _seg_cli(argv: list[str] | None) -> SegCLI:
     from seg.data.datamodule import SegDataModule
     from seg.module import SegModule
 
-    return SegCLI(SegModule, SegDataModule, run=False, args=argv, auto_configure_optimizers=False,
-                seed_everything_default=0, save_config_kwargs={"overwrite": True},
-                parser_kwargs={"description": "Train a lesion segmenter (seg)."})
+    program_argv = sys.argv
+    if argv is not None:  # called from Python (seg-compare, the demo): LightningCLI would warn about sys.argv
+        sys.argv = sys.argv[:1]
+    try:
+        return SegCLI(SegModule, SegDataModule, run=False, args=argv, auto_configure_optimizers=False,
+                      seed_everything_default=0, save_config_kwargs={"overwrite": True},
+                      parser_kwargs={"description": "Train a lesion segmenter (seg)."})
+    finally:
+        sys.argv = program_argv
 
 
 def train(argv: list[str] | None = None) -> Path:
