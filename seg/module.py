@@ -202,7 +202,7 @@ class SegModule(pl.LightningModule):
                      batch_size=1)
         prediction = logits.argmax(1)
         if self.hparams.min_size > 0:
-            from seg.inference import postprocess
+            from seg.postprocess import postprocess
 
             prediction = postprocess(torch.softmax(logits, 1), min_size=self.hparams.min_size)
         self._tally.update(prediction, label[:, 0].long())

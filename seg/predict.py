@@ -79,7 +79,8 @@ class Predictor:
     def __call__(self, images: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
         """Labels ``(*input spatial)`` uint8 and probabilities ``(K, *input spatial)`` float32 of one case."""
         from seg.data.transforms import invert_to_input_space
-        from seg.inference import postprocess, predict_volume
+        from seg.inference import predict_volume
+        from seg.postprocess import postprocess
 
         if len(images) != self.in_channels:
             raise ValueError(f"case '{images[0]}' has {len(images)} image file(s) but the checkpoint's network "

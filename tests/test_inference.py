@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from seg.inference import _slabs, foreground_box, postprocess, predict_labels, predict_volume
+from seg.inference import _slabs, foreground_box, predict_labels, predict_volume
+from seg.postprocess import postprocess
 
 
 def plus_one(x: torch.Tensor) -> torch.Tensor:
