@@ -91,12 +91,10 @@ def test_label_folder(dataset_json: Path) -> Path:
 def train_argv(config: CompareConfig, variant: str, seed: int, folder: Path, dataset_json: Path) -> list[str]:
     """The seg-train arguments of one run (base, shared arguments, the variant's, then the run's own).
 
-    ``--seed_everything`` is passed next to ``--seed``: LightningCLI seeds (``_set_seed``) before
-    ``SegCLI.before_instantiate_classes`` copies ``--seed`` into ``seed_everything``, so ``--seed`` alone
-    would leave every run seeded with the base config's value.
+    ``--seed`` sets ``seed_everything`` at parse time (``SegCLI.parse_arguments``), before LightningCLI seeds.
     """
     argv = ["--config", str(config.base), *config.train_args, *config.variants[variant], "--output", str(folder),
-            "--seed", str(seed), "--seed_everything", str(seed), "--dataset", str(dataset_json)]
+            "--seed", str(seed), "--dataset", str(dataset_json)]
     if config.max_epochs is not None:
         argv += ["--max-epochs", str(config.max_epochs)]
     if config.max_minutes is not None:
