@@ -95,7 +95,7 @@ class _FocalFunction(torch.autograd.Function):
             scale = grad_output.to(spec.dtype)
             grad.mul_(scale.unsqueeze(1) if spec.softmax else scale)  # (B, N) -> (B, 1, N)
         else:
-            prescaled = spec.prescales_gradient() and spec.ignore_index is None
+            prescaled = spec.grad_scale != 1.0  # forward already divided the gradient by the count
             factor = float(grad_output) / (max(ctx.count, 1.0) if spec.reduction == "mean" and not prescaled else 1.0)
             if factor != 1.0:
                 grad.mul_(factor)
