@@ -252,6 +252,29 @@ def test_sigmoid_training_path_matches_per_element_path_over_many_chunks(monkeyp
     torch.testing.assert_close(focal_loss(x, target, **options), summed / (2 * (2 * 9 * 10 * 11 - 2 * 10 * 11)))  # kept voxels x 2 channels
 
 
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+def test_sigmoid_training_path_float32_logits_beyond_exp_range_match_float64(monkeypatch, gamma):
+    """The float32 training path skips the clamp: exp overflows for margins above ~88, and such a chunk
+    must be redone safely. Reference: the same loss in float64 (exp's range is ~709 there)."""
+    import seg.losses._chunks as chunks
+
+    monkeypatch.setattr(chunks, "CHUNK_ELEMENTS", 500)  # several chunks, only some with huge logits
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 2, 8, 8, 8, generator=generator) * 4
+    y = (torch.rand(2, 1, 8, 8, 8, generator=generator) < 0.1).long()
+    x[0, 0, 0, 0, :4] = torch.tensor([89.0, 100.0, -100.0, 1e4])  # margins well past float32 exp's range
+    x[1, 1, 7, 7, -2:] = torch.tensor([-95.0, 95.0])
+    target = torch.cat([1 - y, y], dim=1).float()
+    options = dict(gamma=gamma, alpha=0.25, activation="sigmoid")
+    x32 = x.clone().requires_grad_()
+    x64 = x.double().requires_grad_()
+    loss32, loss64 = focal_loss(x32, target, **options), focal_loss(x64, target.double(), **options)
+    loss32.backward(), loss64.backward()
+    assert torch.isfinite(loss32) and torch.isfinite(x32.grad).all()
+    torch.testing.assert_close(loss32.double(), loss64.detach(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-5, atol=1e-9)
+
+
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
 def test_mean_gradient_scales_with_the_incoming_gradient(activation):
     x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
