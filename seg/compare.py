@@ -18,6 +18,8 @@ A comparison config (YAML) holds only the experiment, never the model (that is t
       focal_dice_alpha025: [--config, loss_focal_dice.yaml, --model.alpha, "0.25"]
     quick: quick.yaml               # the config --quick uses instead
     # eval_classes: [4]             # evaluate lesions of these labels only (BraTS enhancing tumour)
+    # eval_dilation: 0              # GT dilation (voxels) before testing lesion overlap (seg-evaluate --dilation)
+    # eval_min_lesion_size: 0       # ignore GT lesions under this many voxels (seg-evaluate --min-lesion-size)
     # extends: sparse3d.yaml        # (in quick.yaml) start from another comparison config; a list of
                                     # names under variants selects from its variants
 
@@ -28,8 +30,9 @@ is reset by each), followed by :func:`seg.predict.predict_files` on the test cas
 :func:`seg.evaluate.evaluate_folders` into ``OUT/runs/<variant>/seed<k>/evaluation``. The evaluation is written
 into a temporary folder and renamed into place, so a run is finished exactly when
 ``evaluation/summary.json`` exists; started again, finished runs are skipped and unfinished ones restart
-from scratch. A finished run whose settings changed since (its arguments, or the content of a ``--config`` file
-they name) is an error: use another ``--output``, or delete that run's folder to redo it.
+from scratch. A finished run whose settings changed since (its arguments, the content of a ``--config`` file
+they name, or the ``eval_*`` keys its evaluation used) is an error: use another ``--output``, or delete that run's
+folder to redo it.
 The report (:mod:`seg.report`) is rebuilt from every finished run at the end.
 """
 
@@ -113,9 +116,9 @@ def _epochs_trained(folder: Path) -> int | None:
     return max(epochs) + 1 if epochs else None
 
 
-def execute_run(argv: list[str], folder: Path, dataset_json: Path, labels: Path,
-                classes: list[int] | None = None) -> dict[str, Any]:
-    """Train, predict the test cases, evaluate; the evaluation folder is renamed into place last."""
+def execute_run(argv: list[str], folder: Path, dataset_json: Path, labels: Path, classes: list[int] | None = None,
+                dilation: int = 0, min_lesion_size: int = 0) -> dict[str, Any]:
+    """Train, predict the test cases, evaluate (:func:`evaluate_run`); the evaluation folder is renamed in last."""
     from seg.cli import train
     from seg.predict import predict_files
 
@@ -136,12 +139,15 @@ def execute_run(argv: list[str], folder: Path, dataset_json: Path, labels: Path,
         raise RuntimeError(f"{len(failures)} test case(s) failed to predict in '{folder}': {failures}")
     timing = {"train_seconds": trained - start, "predict_seconds": time.perf_counter() - trained,
               "epochs": _epochs_trained(folder), "checkpoint": checkpoint.name}
-    return evaluate_run(folder, labels, timing, start=start, classes=classes)
+    return evaluate_run(folder, labels, timing, start=start, classes=classes, dilation=dilation,
+                        min_lesion_size=min_lesion_size)
 
 
 def evaluate_run(folder: Path, labels: Path, timing: dict[str, Any], *, start: float,
-                 classes: list[int] | None = None) -> dict[str, Any]:
+                 classes: list[int] | None = None, dilation: int = 0, min_lesion_size: int = 0) -> dict[str, Any]:
     """Evaluate ``folder/predictions`` against ``labels`` into ``folder/evaluation``, atomically.
+
+    ``classes``, ``dilation`` and ``min_lesion_size`` go to :func:`seg.evaluate.evaluate_folders`.
 
     The evaluation is written into ``folder/.evaluation.tmp`` and renamed into place after ``timing.json``,
     so ``evaluation/summary.json`` exists only when everything of the run is written.
@@ -153,7 +159,7 @@ def evaluate_run(folder: Path, labels: Path, timing: dict[str, Any], *, start: f
     shutil.rmtree(staging, ignore_errors=True)
     evaluated = time.perf_counter()
     evaluate_folders(predictions, labels, staging, probabilities_dir=predictions / "probabilities", classes=classes,
-                     progress=False)
+                     dilation=dilation, min_lesion_size=min_lesion_size, progress=False)
     timing = {**timing, "evaluate_seconds": time.perf_counter() - evaluated, "total_seconds": time.perf_counter() - start}
     write_text(folder / "timing.json", json.dumps(timing, indent=2) + "\n")
     staging.rename(folder / "evaluation")
@@ -168,17 +174,28 @@ def run_settings(argv: list[str], output: Path) -> dict[str, Any]:
             "config_sha256": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in configs}}
 
 
+def evaluation_changes(folder: Path, config: CompareConfig) -> list[str]:
+    """How the evaluation settings recorded in a finished run's summary differ from the config's ``eval_*`` keys
+    (a setting missing from an older summary had its default)."""
+    recorded = {"classes": None, "dilation": 0, "min_lesion_size": 0,
+                **json.loads((folder / "evaluation" / "summary.json").read_text()).get("settings", {})}
+    wanted = {"classes": config.eval_classes, "dilation": config.eval_dilation,
+              "min_lesion_size": config.eval_min_lesion_size}
+    return [f"{key} {recorded[key]!r} (config: {value!r})" for key, value in wanted.items() if recorded[key] != value]
+
+
 def run_comparison(config: CompareConfig, output: Path, *, runner=None) -> list[tuple[str, int, str]]:
     """Every (variant, seed) run in order, skipping finished ones; returns ``(variant, seed, status)`` per run.
 
-    ``runner(argv, folder, dataset_json, labels)`` does one run (default :func:`execute_run`, evaluating
-    ``config.eval_classes``; tests pass a fake). A run that raises one of the user errors of :mod:`seg.cli`
+    ``runner(argv, folder, dataset_json, labels)`` does one run (default :func:`execute_run`, evaluating with
+    the config's ``eval_*`` keys; tests pass a fake). A run that raises one of the user errors of :mod:`seg.cli`
     is recorded in ``failed.json`` and the others continue.
     """
     from seg.cli import USER_ERRORS
 
     if runner is None:
-        runner = functools.partial(execute_run, classes=config.eval_classes)
+        runner = functools.partial(execute_run, classes=config.eval_classes, dilation=config.eval_dilation,
+                                   min_lesion_size=config.eval_min_lesion_size)
 
     output = Path(output).resolve()
     dataset_json = prepare_dataset(config, output)
@@ -195,6 +212,10 @@ def run_comparison(config: CompareConfig, output: Path, *, runner=None) -> list[
             if not recorded.is_file() or json.loads(recorded.read_text())["settings"] != settings:
                 raise ValueError(f"finished run '{folder}' was made with other settings than the current config "
                                  f"(see {recorded}); use another --output, or delete that run folder to redo it")
+            changes = evaluation_changes(folder, config)
+            if changes:
+                raise ValueError(f"finished run '{folder}' was evaluated with {', '.join(changes)}; use another "
+                                 "--output, or delete that run folder to redo it")
             print(f"{prefix} skipped (done)", flush=True)
             statuses.append((variant, seed, "skipped"))
             continue

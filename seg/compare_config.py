@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 KEYS = ("extends", "base", "output", "dataset", "synthetic", "seeds", "max_epochs", "max_minutes", "train_args",
-        "baseline", "variants", "quick", "eval_classes")
+        "baseline", "variants", "quick", "eval_classes", "eval_dilation", "eval_min_lesion_size")
 PATH_KEYS = ("extends", "base", "dataset", "quick")  # resolved relative to the file that names them
 
 
@@ -34,6 +34,8 @@ class CompareConfig:
     baseline: str = "dice"
     quick: Path | None = None
     eval_classes: list[int] | None = None  # the lesion foreground for evaluation (None: every non-zero label)
+    eval_dilation: int = 0  # GT dilation (voxels) of the lesion-wise evaluation
+    eval_min_lesion_size: int = 0  # GT lesions under this many voxels are ignored by the lesion-wise evaluation
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -115,6 +117,10 @@ def load_config(path: str | Path, *, quick: bool = False) -> CompareConfig:
                                      or not all(isinstance(c, int) and c > 0 for c in eval_classes)):
         raise ValueError(f"'eval_classes' in '{path}' must be a list of foreground labels (integers > 0), "
                          f"got {eval_classes!r}")
+    voxels = {key: 0 if raw.get(key) is None else raw[key] for key in ("eval_dilation", "eval_min_lesion_size")}
+    for key, value in voxels.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"'{key}' in '{path}' must be a number of voxels (an integer >= 0), got {value!r}")
     baseline = raw.get("baseline", "dice")
     if baseline not in raw["variants"]:
         raise ValueError(f"baseline {baseline!r} in '{path}' is not one of the variants {list(raw['variants'])}")
@@ -122,4 +128,5 @@ def load_config(path: str | Path, *, quick: bool = False) -> CompareConfig:
                          output=Path(raw.get("output") or "compare_output"), dataset=raw.get("dataset"),
                          synthetic=raw.get("synthetic"), max_epochs=raw.get("max_epochs"),
                          max_minutes=raw.get("max_minutes"), train_args=[str(a) for a in raw.get("train_args", [])],
-                         baseline=baseline, quick=raw.get("quick"), eval_classes=eval_classes)
+                         baseline=baseline, quick=raw.get("quick"), eval_classes=eval_classes,
+                         **voxels)

@@ -6,10 +6,12 @@ prediction (extra predictions are ignored). Prediction and label must share shap
 Per case: Dice per class and of the lesion foreground, HD95 and surface Dice of the lesion foreground, lesion-wise
 detection metrics (definitions in :mod:`seg.metrics`), and with ``--probabilities`` the ECE (:mod:`seg.calibration`).
 The *lesion foreground* is every non-zero label by default, or the labels given with ``--classes`` (e.g.
-``--classes 4`` for BraTS enhancing tumour): lesion-wise metrics, HD95 and surface Dice use it.
+``--classes 4`` for BraTS enhancing tumour): lesion-wise metrics, HD95 and surface Dice use it. With
+``--min-lesion-size N`` GT lesions under N voxels are ignored by the lesion-wise metrics (BraTS-2023 style; the rule
+is in :mod:`seg.metrics`); voxel metrics are unaffected.
 
-Outputs (with ``--output DIR``, each written atomically): ``per_case.csv``, ``per_lesion.csv`` (one row per GT
-lesion: size, detected, Dice), ``summary.json``, ``summary.md`` and, with probabilities, ``reliability.png``.
+Outputs (with ``--output DIR``, each written atomically): ``per_case.csv``, ``per_lesion.csv`` (one row per counted
+GT lesion: size, detected, Dice), ``summary.json``, ``summary.md`` and, with probabilities, ``reliability.png``.
 Summary: ``dice`` is the mean over cases of the mean over foreground classes of the per-class Dice (a class absent
 from both maps scores 1); ``dice_foreground`` the mean lesion-foreground Dice; ``hd95`` the mean over cases where it
 is defined (``hd95_undefined_cases`` counts the others); lesion F1/sensitivity/precision and sensitivity by size
@@ -27,93 +29,31 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
 from seg._types import PathLike
 from seg.calibration import CalibrationAccumulator
+from seg.evaluate_files import (
+    case_name,
+    check_same_grid,
+    foreground_probability,
+    load_labels,
+    nifti_files,
+    probability_file,
+)
 from seg.io import write_text
 from seg.metrics import aggregate_lesion_metrics, dice, dice_per_class, hd95, lesion_metrics, surface_dice
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 CASE_COLUMNS = ("dice", "dice_foreground", "hd95", "surface_dice", "n_gt_lesions", "n_pred_lesions", "tp", "fp",
-                "fn", "lesion_f1", "lesion_sensitivity", "lesion_precision", "lesion_dice_mean")
-
-
-def _case_name(path: Path) -> str:
-    return next(path.name[: -len(s)] for s in NIFTI_SUFFIXES if path.name.endswith(s))
-
-
-def _nifti_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"folder '{folder}' does not exist")
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.name.endswith(NIFTI_SUFFIXES))
-
-
-def _load(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    image = nib.load(str(path))
-    array = np.asanyarray(image.dataobj)
-    while array.ndim > 3 and array.shape[-1] == 1:
-        array = array[..., 0]  # (X, Y, Z, 1) -> (X, Y, Z)
-    return array, image.affine, tuple(float(z) for z in image.header.get_zooms()[:3])
-
-
-def _load_labels(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    array, affine, zooms = _load(path)
-    if array.ndim not in (2, 3):
-        raise ValueError(f"label map '{path}' has shape {array.shape}; expected a 2D or 3D label map")
-    if not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
-            raise ValueError(f"label map '{path}' has non-integral values; expected integer labels "
-                             "(threshold or argmax probabilities first)")
-    return array.astype(np.int64), affine, zooms[: array.ndim]
-
-
-def _check_same_grid(a: Path, a_shape, a_affine, b: Path, b_shape, b_affine) -> None:
-    if tuple(a_shape) != tuple(b_shape):
-        raise ValueError(f"'{a}' has shape {tuple(a_shape)} but '{b}' has {tuple(b_shape)}; "
-                         "they must be on the same voxel grid (resample the prediction to the label's grid)")
-    if not np.allclose(a_affine, b_affine, atol=1e-3):
-        raise ValueError(f"'{a}' and '{b}' have different affines:\n{np.round(a_affine, 4)}\nvs\n"
-                         f"{np.round(b_affine, 4)}\n(write predictions with the label's header, e.g. seg.io.write_like)")
-
-
-def _foreground_probability(path: Path, label_shape: tuple[int, ...],
-                            classes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground probability ``(*spatial)`` and affine: a map of the label's shape is used as is; a
-    ``(*spatial, K)`` map (one channel per class) gives 1 - p(background), or with ``classes`` the sum of
-    those classes' channels (the probability of the lesion foreground that is evaluated)."""
-    array, affine, _ = _load(path)
-    array = array.astype(np.float64)
-    if array.shape == label_shape:
-        return array, affine
-    if array.shape[:-1] == label_shape and array.shape[-1] >= 2:
-        if classes is None:
-            return 1.0 - array[..., 0], affine
-        if max(classes) >= array.shape[-1]:
-            raise ValueError(f"probability map '{path}' has {array.shape[-1]} class channels; "
-                             f"cannot evaluate classes {list(classes)}")
-        return array[..., list(classes)].sum(-1), affine
-    raise ValueError(f"probability map '{path}' has shape {array.shape}; expected {label_shape} (foreground "
-                     f"probability) or {(*label_shape, 'K')} (one channel per class, background first)")
-
-
-def _probability_file(folder: Path, label_path: Path) -> Path:
-    name = _case_name(label_path)
-    candidates = [folder / f"{name}_prob{s}" for s in NIFTI_SUFFIXES] + [folder / label_path.name]
-    found = next((c for c in candidates if c.is_file()), None)
-    if found is None:
-        raise FileNotFoundError(f"no probability map for label '{label_path}': expected '{candidates[0]}' or "
-                                f"'{candidates[-1]}'")
-    return found
+                "fn", "lesion_f1", "lesion_sensitivity", "lesion_precision", "lesion_dice_mean",
+                "n_gt_lesions_ignored", "n_pred_lesions_ignored")
 
 
 def evaluate_case(pred: np.ndarray, label: np.ndarray, *, spacing: Sequence[float] | None = None,
                   classes: Sequence[int] | None = None, dilation: int = 0, connectivity: int | None = None,
                   size_bins: Sequence[float] = (10, 100), size_unit: str = "voxels",
-                  tolerance: float = 1.0) -> dict[str, Any]:
+                  tolerance: float = 1.0, min_lesion_size: int = 0) -> dict[str, Any]:
     """All metrics of one case from integer label maps ``(*spatial)`` (see the module docstring)."""
     per_class = dice_per_class(pred, label)
     pred_fg = pred > 0 if classes is None else np.isin(pred, classes)
@@ -124,7 +64,7 @@ def evaluate_case(pred: np.ndarray, label: np.ndarray, *, spacing: Sequence[floa
                            "hd95": hd95(pred_fg, label_fg, spacing=spacing),
                            "surface_dice": surface_dice(pred_fg, label_fg, tolerance=tolerance, spacing=spacing)}
     out.update(lesion_metrics(pred_fg, label_fg, spacing=spacing, dilation=dilation, connectivity=connectivity,
-                              size_bins=size_bins, size_unit=size_unit))
+                              size_bins=size_bins, size_unit=size_unit, min_lesion_size=min_lesion_size))
     return out
 
 
@@ -132,18 +72,21 @@ def evaluate_folders(pred_dir: PathLike, label_dir: PathLike, output_dir: PathLi
                      probabilities_dir: PathLike | None = None, dilation: int = 0,
                      size_bins: Sequence[float] = (10, 100), size_unit: str = "voxels",
                      classes: Sequence[int] | None = None, connectivity: int | None = None,
-                     tolerance: float = 1.0, n_bins: int = 15, progress: bool = True) -> dict[str, Any]:
+                     tolerance: float = 1.0, min_lesion_size: int = 0, n_bins: int = 15,
+                     progress: bool = True) -> dict[str, Any]:
     """Evaluate every label in ``label_dir`` against the same-named file in ``pred_dir``; returns the summary.
 
     Raises:
         FileNotFoundError: a folder, a prediction or a probability map is missing (the message names it).
-        ValueError: shape/affine mismatch (names both files) or non-integral labels.
+        ValueError: shape/affine mismatch (names both files), non-integral labels, or min_lesion_size < 0.
     """
+    if min_lesion_size < 0:  # before reading any file
+        raise ValueError(f"min_lesion_size must be >= 0 voxels (0 = off), got {min_lesion_size}")
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
-    labels = _nifti_files(label_dir)
+    labels = nifti_files(label_dir)
     if not labels:
         raise FileNotFoundError(f"no .nii/.nii.gz label files in '{label_dir}'")
-    _nifti_files(pred_dir)  # the folder must exist
+    nifti_files(pred_dir)  # the folder must exist
     missing = [p for p in labels if not (pred_dir / p.name).is_file()]
     if missing:
         raise FileNotFoundError(f"no prediction for label '{missing[0]}': expected '{pred_dir / missing[0].name}'"
@@ -152,24 +95,25 @@ def evaluate_folders(pred_dir: PathLike, label_dir: PathLike, output_dir: PathLi
     cases: list[dict[str, Any]] = []
     for label_path in tqdm(labels, desc="evaluate", unit="case", disable=not progress):
         pred_path = pred_dir / label_path.name
-        label, label_affine, spacing = _load_labels(label_path)
-        pred, pred_affine, _ = _load_labels(pred_path)
-        _check_same_grid(pred_path, pred.shape, pred_affine, label_path, label.shape, label_affine)
-        case = {"case": _case_name(label_path),
+        label, label_affine, spacing = load_labels(label_path)
+        pred, pred_affine, _ = load_labels(pred_path)
+        check_same_grid(pred_path, pred.shape, pred_affine, label_path, label.shape, label_affine)
+        case = {"case": case_name(label_path),
                 **evaluate_case(pred, label, spacing=spacing, classes=classes, dilation=dilation,
                                 connectivity=connectivity, size_bins=size_bins, size_unit=size_unit,
-                                tolerance=tolerance)}
+                                tolerance=tolerance, min_lesion_size=min_lesion_size)}
         if accumulator is not None:
-            prob_path = _probability_file(Path(probabilities_dir), label_path)
-            prob, prob_affine = _foreground_probability(prob_path, label.shape, classes)
-            _check_same_grid(prob_path, prob.shape, prob_affine, label_path, label.shape, label_affine)
+            prob_path = probability_file(Path(probabilities_dir), label_path)
+            prob, prob_affine = foreground_probability(prob_path, label.shape, classes)
+            check_same_grid(prob_path, prob.shape, prob_affine, label_path, label.shape, label_affine)
             label_fg = label > 0 if classes is None else np.isin(label, classes)
             case_accumulator = CalibrationAccumulator(n_bins)
             case_accumulator.update(prob, label_fg)
             case["ece"] = case_accumulator.compute().ece
             accumulator.update(prob, label_fg)
         cases.append(case)
-    summary = summarise(cases, settings={"dilation": dilation, "size_bins": list(size_bins),
+    summary = summarise(cases, settings={"dilation": dilation, "min_lesion_size": min_lesion_size,
+                                         "size_bins": list(size_bins),
                                          "size_unit": size_unit, "classes": None if classes is None else list(classes),
                                          "connectivity": connectivity, "surface_dice_tolerance_mm": tolerance})
     calibration = accumulator.compute() if accumulator is not None else None
@@ -234,7 +178,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     keys += [k for k in summary if k.startswith("dice_class")]
     lines = ["# Evaluation summary", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {_fmt(summary[k])} |" for k in keys if k in summary]
-    lines += ["", f"Lesions: TP {summary['tp']}, FP {summary['fp']}, FN {summary['fn']} (pooled over cases).", "",
+    ignored = summary.get("n_gt_lesions_ignored", 0)
+    lines += ["", f"Lesions: TP {summary['tp']}, FP {summary['fp']}, FN {summary['fn']} (pooled over cases)"
+              + (f"; {ignored} GT lesion(s) under min_lesion_size ignored." if ignored else "."), "",
               f"| lesion size ({summary['settings']['size_unit']}) | TP | FN | sensitivity |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {b['tp']} | {b['fn']} | {_fmt(b['sensitivity'])} |"
               for name, b in summary["sensitivity_by_size"].items()]
@@ -278,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, nargs="+", default=None,
                         help="labels forming the lesion foreground (default: every non-zero label)")
     parser.add_argument("--dilation", type=int, default=0, help="GT dilation (voxels) before testing overlap")
+    parser.add_argument("--min-lesion-size", type=int, default=0,
+                        help="ignore GT lesions under this many voxels in lesion-wise metrics (BraTS-2023 GLI: 51)")
     parser.add_argument("--connectivity", type=int, default=None, help="4/8 (2D), 6/18/26 (3D); default full")
     parser.add_argument("--size-bins", type=float, nargs="+", default=[10, 100], help="lesion size bin edges")
     parser.add_argument("--size-unit", choices=("voxels", "mm3"), default="voxels")
@@ -288,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = evaluate_folders(args.pred, args.label, args.output, probabilities_dir=args.probabilities,
                                dilation=args.dilation, size_bins=args.size_bins, size_unit=args.size_unit,
                                classes=args.classes, connectivity=args.connectivity, tolerance=args.tolerance,
-                               n_bins=args.ece_bins, progress=not args.no_progress)
+                               min_lesion_size=args.min_lesion_size, n_bins=args.ece_bins,
+                               progress=not args.no_progress)
     print(summary_markdown(summary))
     if args.output:
         print(f"wrote {Path(args.output) / 'summary.json'}")

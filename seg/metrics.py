@@ -21,6 +21,17 @@ predicted component is a FP). Unlike BraTS-2023, GT lesions that touch only afte
 merged: the lesion count does not depend on ``dilation``.
 Per-lesion Dice: Dice of one GT lesion (undilated) against the union of the predicted components that
 overlap its dilated region (0 for a missed lesion).
+
+Minimum lesion size (``min_lesion_size`` voxels, 0 = off), as the BraTS-2023 lesion-wise metrics do it
+(``get_LesionWiseScores``/``get_LesionWiseResults`` in rachitsaluja/BraTS-2023-Metrics, by the author
+of brats_val_2023; GLI/SSA/PED/MEN threshold 50, MET 2): a GT lesion smaller than ``min_lesion_size`` is *ignored*,
+neither TP nor FN, absent from the counts, sensitivities, size bins, per-lesion Dice and ``lesions``. A predicted
+component overlapping an ignored lesion (dilated as above) is not a FP; it detects nothing unless it also overlaps a
+counted lesion. Predicted components are not filtered by size (nor are they in BraTS): one of any size that overlaps no
+dilated GT lesion is a FP, and a small one can detect a counted lesion. Differences from BraTS: the size is the
+voxel count of the unmerged GT component (BraTS: mm³ of the lesion merged by dilation, = voxels on its 1 mm grid),
+and a lesion of exactly ``min_lesion_size`` voxels counts (BraTS drops volume <= T, i.e. ``min_lesion_size`` T+1).
+A case whose GT lesions are all ignored is a case without GT lesions (ratios above). Voxel metrics ignore it.
 """
 
 from __future__ import annotations
@@ -171,7 +182,8 @@ def detection_scores(tp: float, fp: float, fn: float) -> dict[str, float]:
 
 def lesion_metrics(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tensor, *,
                    spacing: Sequence[float] | None = None, dilation: int = 0, connectivity: int | None = None,
-                   size_bins: Sequence[float] = (10, 100), size_unit: str = "voxels") -> dict[str, Any]:
+                   size_bins: Sequence[float] = (10, 100), size_unit: str = "voxels",
+                   min_lesion_size: int = 0) -> dict[str, Any]:
     """Lesion-wise detection metrics of one case (definitions in the module docstring).
 
     Args:
@@ -183,18 +195,24 @@ def lesion_metrics(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Te
         connectivity: neighbour count (4/8 in 2D, 6/18/26 in 3D); None = full.
         size_bins: increasing bin edges for sensitivity by lesion size, in ``size_unit``.
         size_unit: ``"voxels"`` or ``"mm3"``.
+        min_lesion_size: GT lesions with fewer voxels are ignored (module docstring); 0 = every lesion counts.
 
     Returns:
-        dict with counts ``n_gt_lesions``, ``n_pred_lesions``, ``tp``, ``fp``, ``fn``; scores ``lesion_f1``,
+        dict with counts ``n_gt_lesions`` (counted GT lesions, = tp + fn), ``n_gt_lesions_ignored`` (GT lesions
+        under ``min_lesion_size``), ``n_pred_lesions`` (every predicted component, = components overlapping a
+        counted lesion + ``n_pred_lesions_ignored`` (overlapping ignored lesions only) + fp), ``tp``, ``fp``,
+        ``fn``; scores ``lesion_f1``,
         ``lesion_sensitivity``, ``lesion_precision``; ``fp_per_volume`` (= fp for one case);
-        ``lesion_dice_mean`` (mean per-lesion Dice, NaN without GT lesions); ``size_bins`` {bin name:
-        {"tp", "fn", "sensitivity"}} (sensitivity NaN for an empty bin); ``lesions``: one dict per GT
+        ``lesion_dice_mean`` (mean per-lesion Dice, NaN without counted GT lesions); ``size_bins`` {bin name:
+        {"tp", "fn", "sensitivity"}} (sensitivity NaN for an empty bin); ``lesions``: one dict per counted GT
         lesion {"size_voxels", "size_mm3", "detected", "dice"}.
     """
     if size_unit not in ("voxels", "mm3"):
         raise ValueError(f"size_unit must be 'voxels' or 'mm3', got {size_unit!r}")
     if dilation < 0:
         raise ValueError(f"dilation must be >= 0 voxels, got {dilation}")
+    if min_lesion_size < 0:
+        raise ValueError(f"min_lesion_size must be >= 0 voxels (0 = off), got {min_lesion_size}")
     if list(size_bins) != sorted(size_bins) or any(b <= 0 for b in size_bins):
         raise ValueError(f"size_bins must be positive and increasing, got {tuple(size_bins)}")
     p, g = _as_bool(pred), _as_bool(label)
@@ -206,7 +224,8 @@ def lesion_metrics(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Te
     pred_sizes = np.bincount(pred_cc.ravel(), minlength=n_pred + 1)
 
     lesions: list[dict[str, Any]] = []
-    matched_pred = np.zeros(n_pred + 1, dtype=bool)
+    matched_pred = np.zeros(n_pred + 1, dtype=bool)  # overlaps a counted GT lesion
+    on_ignored = np.zeros(n_pred + 1, dtype=bool)  # overlaps a GT lesion under min_lesion_size
     for index, box in enumerate(ndimage.find_objects(gt_cc), start=1):
         # Work inside the lesion's bounding box grown by `dilation`: cost scales with lesion, not volume.
         box = tuple(slice(max(s.start - dilation, 0), s.stop + dilation) for s in box)
@@ -214,8 +233,11 @@ def lesion_metrics(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Te
         region = ndimage.binary_dilation(lesion, structure, iterations=dilation) if dilation else lesion
         hits = np.unique(pred_cc[box][region])
         hits = hits[hits > 0]
-        matched_pred[hits] = True
         size = int(lesion.sum())
+        if size < min_lesion_size:
+            on_ignored[hits] = True
+            continue
+        matched_pred[hits] = True
         # The matched components may extend beyond the box: their full sizes come from pred_sizes.
         overlap = int(np.isin(pred_cc[box][lesion], hits).sum()) if hits.size else 0
         lesion_dice = 2.0 * overlap / (size + int(pred_sizes[hits].sum()))
@@ -223,8 +245,8 @@ def lesion_metrics(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Te
                         "dice": lesion_dice})
 
     tp = sum(lesion["detected"] for lesion in lesions)
-    fn = n_gt - tp
-    fp = int(n_pred - matched_pred[1:].sum())
+    fn = len(lesions) - tp
+    fp = int(n_pred - (matched_pred | on_ignored)[1:].sum())
     names = size_bin_names(size_bins)
     sizes = np.array([lesion["size_voxels" if size_unit == "voxels" else "size_mm3"] for lesion in lesions])
     which = np.digitize(sizes, size_bins) if lesions else np.zeros(0, dtype=int)
@@ -234,7 +256,8 @@ def lesion_metrics(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Te
         tp_b, fn_b = int(detected[which == b].sum()), int((~detected[which == b]).sum())
         bins[name] = {"tp": tp_b, "fn": fn_b,
                       "sensitivity": tp_b / (tp_b + fn_b) if tp_b + fn_b else float("nan")}
-    return {"n_gt_lesions": n_gt, "n_pred_lesions": n_pred, "tp": tp, "fp": fp, "fn": fn,
+    return {"n_gt_lesions": len(lesions), "n_gt_lesions_ignored": n_gt - len(lesions), "n_pred_lesions": n_pred,
+            "n_pred_lesions_ignored": int((on_ignored & ~matched_pred)[1:].sum()), "tp": tp, "fp": fp, "fn": fn,
             **detection_scores(tp, fp, fn), "fp_per_volume": float(fp),
             "lesion_dice_mean": float(np.mean([x["dice"] for x in lesions])) if lesions else float("nan"),
             "size_bins": bins, "lesions": lesions}
@@ -245,8 +268,9 @@ def aggregate_lesion_metrics(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Pooled (lesion counts summed over cases, then one ratio): ``lesion_f1``, ``lesion_sensitivity``,
     ``lesion_precision``, sensitivity per size bin, ``small_lesion_sensitivity`` (first bin).
-    Averaged: ``fp_per_volume`` (FP total / number of cases), ``lesion_dice`` (mean over all GT lesions of all
-    cases, NaN without any), ``lesion_f1_case_mean`` (mean of per-case F1, each case weighted equally).
+    Averaged: ``fp_per_volume`` (FP total / number of cases), ``lesion_dice`` (mean over all counted GT lesions of
+    all cases, NaN without any), ``lesion_f1_case_mean`` (mean of per-case F1, each case weighted equally).
+    Summed: ``n_gt_lesions_ignored`` (GT lesions under ``min_lesion_size``).
     """
     if not cases:
         raise ValueError("aggregate_lesion_metrics needs at least one case, got none")
@@ -259,6 +283,7 @@ def aggregate_lesion_metrics(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
         bins[name] = {"tp": tp_b, "fn": fn_b, "sensitivity": tp_b / (tp_b + fn_b) if tp_b + fn_b else float("nan")}
     lesion_dices = [lesion["dice"] for c in cases for lesion in c["lesions"]]
     return {"tp": tp, "fp": fp, "fn": fn, "n_cases": len(cases), **detection_scores(tp, fp, fn),
+            "n_gt_lesions_ignored": sum(c["n_gt_lesions_ignored"] for c in cases),
             "fp_per_volume": fp / len(cases),
             "lesion_dice": float(np.mean(lesion_dices)) if lesion_dices else float("nan"),
             "lesion_f1_case_mean": float(np.mean([c["lesion_f1"] for c in cases])),

@@ -1,8 +1,8 @@
-"""seg-compare: config loading, the resumable run loop (with a fake trainer) and the report's numbers.
+"""seg-compare: run arguments, the resumable run loop (with a fake trainer) and the report's numbers.
 
 Report numbers are checked against SciPy called directly (``scipy.stats.bootstrap``, ``scipy.stats.wilcoxon``) on
 per-case values read back from the runs' ``per_case.csv`` with the csv module; the real end-to-end ``--quick``
-run is marked slow.
+run is marked slow. Config loading: tests/test_compare_config.py.
 """
 
 from __future__ import annotations
@@ -27,50 +27,7 @@ from seg.report import collect, compare_variants, holm, pool_calibration, sensit
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "compare"
 
 
-# ------------------------------------------------------------------------------------------- config
-def test_sparse3d_config_has_the_required_variants_and_resolved_paths() -> None:
-    config = load_config(CONFIGS / "sparse3d.yaml")
-    assert {"dice", "focal", "focal_dice", "ce", "dice_ce", "focal_dice_alpha_auto",
-            "focal_dice_alpha025"} <= set(config.variants)
-    assert config.seeds == [0, 1, 2] and config.baseline == "dice"
-    assert config.base == (CONFIGS / "base3d.yaml").resolve() and config.base.is_file()
-    for args in config.variants.values():  # every --config of a variant is an existing absolute path
-        files = [Path(args[i + 1]) for i, a in enumerate(args) if a == "--config"]
-        assert files and all(f.is_absolute() and f.is_file() for f in files)
-    assert config.variants["focal_dice_alpha025"][-2:] == ["--model.alpha", "0.25"]
-
-
-def test_quick_selects_variants_and_inherits_the_rest() -> None:
-    full, quick = load_config(CONFIGS / "sparse3d.yaml"), load_config(CONFIGS / "sparse3d.yaml", quick=True)
-    assert list(quick.variants) == ["dice", "focal", "focal_dice"]
-    assert all(quick.variants[v] == full.variants[v] for v in quick.variants)
-    assert quick.base == full.base and quick.baseline == "dice" and len(quick.seeds) < len(full.seeds)
-    assert quick.output != full.output  # quick runs never mix with (and get skipped as) full runs
-    assert quick.max_epochs < full.max_epochs
-
-
-def test_unknown_key_and_unknown_variant_raise(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("base: x.yaml\nseed: [0]\n")
-    with pytest.raises(ValueError, match="unknown key 'seed'.*did you mean 'seeds'"):
-        load_config(bad)
-    child = tmp_path / "child.yaml"
-    child.write_text(f"extends: {CONFIGS / 'sparse3d.yaml'}\nvariants: [dice, focall]\n")
-    with pytest.raises(ValueError, match=r"selects variants \['focall'\]"):
-        load_config(child)
-
-
-def test_eval_classes_are_read_and_checked(tmp_path: Path) -> None:
-    good = tmp_path / "good.yaml"
-    good.write_text(f"extends: {CONFIGS / 'sparse3d.yaml'}\neval_classes: [4]\n")
-    assert load_config(good).eval_classes == [4]
-    assert load_config(CONFIGS / "sparse3d.yaml").eval_classes is None  # default: every non-zero label
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(f"extends: {CONFIGS / 'sparse3d.yaml'}\neval_classes: [0]\n")
-    with pytest.raises(ValueError, match="'eval_classes'.*integers > 0"):
-        load_config(bad)
-
-
+# ------------------------------------------------------------------------------------ run arguments
 def test_train_argv_order_base_then_shared_then_variant_then_run(tmp_path: Path) -> None:
     config = load_config(CONFIGS / "sparse3d.yaml")
     argv = train_argv(config, "focal", 2, tmp_path / "run", tmp_path / "dataset.json")
@@ -86,7 +43,7 @@ def _fake_runner(calls: list[tuple[str, int]], fail: tuple[str, int] | None = No
     positive added at random (seeded by variant and seed), then the real evaluation of seg.compare."""
     from seg.compare import evaluate_run
 
-    def runner(argv: list[str], folder: Path, dataset_json: Path, labels: Path) -> dict:
+    def runner(argv: list[str], folder: Path, dataset_json: Path, labels: Path, **evaluation) -> dict:
         variant, seed = folder.parent.name, int(argv[argv.index("--seed") + 1])
         calls.append((variant, seed))
         if (variant, seed) == fail:
@@ -106,7 +63,8 @@ def _fake_runner(calls: list[tuple[str, int]], fail: tuple[str, int] | None = No
             nib.save(nib.Nifti1Image(prob, image.affine), folder / "predictions" / "probabilities" / label_path.name)
         (folder / "metrics.csv").write_text("epoch,step,val/dice,val/lesion_f1,train/loss_epoch\n" + "".join(
             f"{e},{10 * e},{0.1 * e + 0.05 * seed},{0.12 * e},{1.0 / (e + 1)}\n" for e in range(4)))
-        return evaluate_run(folder, labels, {"train_seconds": 1.0, "epochs": 4}, start=time.perf_counter())
+        return evaluate_run(folder, labels, {"train_seconds": 1.0, "epochs": 4}, start=time.perf_counter(),
+                            **evaluation)
 
     return runner
 
@@ -171,6 +129,23 @@ def test_edited_variant_config_of_a_finished_run_raises(tmp_path: Path, dataset_
     variant_file.write_text("model:\n  loss: focal\n")
     with pytest.raises(ValueError, match="made with other settings"):
         run_comparison(load_config(path), tmp_path / "out", runner=_fake_runner([]))
+
+
+def test_eval_keys_reach_every_evaluation_and_a_change_of_them_raises(tmp_path: Path, dataset_json: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import seg.compare
+
+    monkeypatch.setattr(seg.compare, "execute_run", _fake_runner([]))  # the default runner, minus training
+    path = _config(tmp_path, dataset_json, seeds=[0, 1], variants={"dice": ["--model.loss", "dice"]},
+                   eval_classes=[1], eval_dilation=1, eval_min_lesion_size=4)
+    config, out = load_config(path), tmp_path / "out"
+    assert [s for *_, s in run_comparison(config, out)] == ["done", "done"]
+    for seed in (0, 1):
+        settings = json.loads((out / f"runs/dice/seed{seed}/evaluation/summary.json").read_text())["settings"]
+        assert (settings["classes"], settings["dilation"], settings["min_lesion_size"]) == ([1], 1, 4)
+    assert [s for *_, s in run_comparison(config, out)] == ["skipped", "skipped"]
+    with pytest.raises(ValueError, match=r"evaluated with min_lesion_size 4 \(config: 0\)"):
+        run_comparison(dataclasses.replace(config, eval_min_lesion_size=0), out)
 
 
 def test_failed_run_is_recorded_and_the_others_continue(tmp_path: Path, dataset_json: Path) -> None:

@@ -147,3 +147,25 @@ def test_cli_writes_outputs_and_prints_summary(folders, capsys):
                  "--output", str(folders / "cli"), "--dilation", "1", "--no-progress"]) == 0
     assert "lesion_f1" in capsys.readouterr().out
     assert json.loads((folders / "cli" / "summary.json").read_text())["settings"]["dilation"] == 1
+
+
+def test_cli_min_lesion_size_reaches_the_counts_and_the_settings(folders, capsys):
+    # Case a's GT lesions have 8 voxels each: with --min-lesion-size 9 both are ignored. Its prediction touching
+    # the first one is then neither TP nor FP; the far one stays a FP.
+    assert main(["--pred", str(folders / "pred"), "--label", str(folders / "labels"), "--output",
+                 str(folders / "cli"), "--min-lesion-size", "9", "--no-progress"]) == 0
+    assert "2 GT lesion(s) under min_lesion_size ignored" in capsys.readouterr().out
+    summary = json.loads((folders / "cli" / "summary.json").read_text())
+    assert summary["settings"]["min_lesion_size"] == 9
+    assert (summary["tp"], summary["fp"], summary["fn"], summary["n_gt_lesions_ignored"]) == (0, 1, 0, 2)
+    assert summary["lesion_sensitivity"] == 1.0 and summary["lesion_precision"] == 0.0  # no counted GT lesion
+    assert summary["dice"] == pytest.approx((8 / 25 + 1.0) / 2)  # voxel Dice as without the threshold
+    rows = {r["case"]: r for r in csv.DictReader((folders / "cli" / "per_case.csv").open())}
+    assert (rows["case_a"]["n_gt_lesions"], rows["case_a"]["n_gt_lesions_ignored"]) == ("0", "2")
+    assert rows["case_a"]["n_pred_lesions_ignored"] == "1"
+    assert list(csv.DictReader((folders / "cli" / "per_lesion.csv").open())) == []  # only counted lesions
+
+
+def test_negative_min_lesion_size_is_an_error(folders):
+    with pytest.raises(ValueError, match="min_lesion_size must be >= 0 voxels"):
+        evaluate_folders(folders / "pred", folders / "labels", min_lesion_size=-1, progress=False)
