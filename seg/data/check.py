@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -99,15 +101,25 @@ class _Collector:
         self.errors.append(message)
 
 
-def _spatial_dims_ok(vol: Volume, what: str, path: Path, spatial_dims: int, col: _Collector) -> bool:
+def _read_checked(path: Path, read: Callable[[Path], Volume], what: str, case: Case, spatial_dims: int,
+                  col: _Collector) -> Volume | None:
+    """``read(path)``, or None once a missing or unreadable file or a wrong dimension is reported."""
+    if not path.is_file():
+        col.error(f"{what} '{col.rel(path)}' of case '{case.name}' is missing")
+        return None
+    try:
+        vol = read(path)
+    except (ImageReadError, ValueError, OSError) as err:
+        col.error(str(err), path)
+        return None
     shape = vol.spatial_shape
     while len(shape) > spatial_dims and shape[-1] == 1:  # a 2D slice stored as (H, W, 1)
         shape = shape[:-1]
-    if len(shape) == spatial_dims:
-        return True
-    col.error(f"{what} '{col.rel(path)}' has {len(shape)} spatial dimensions {vol.spatial_shape} but "
-              f"{spatial_dims}D is expected (spatial_dims={spatial_dims})")
-    return False
+    if len(shape) != spatial_dims:
+        col.error(f"{what} '{col.rel(path)}' has {len(shape)} spatial dimensions {vol.spatial_shape} but "
+                  f"{spatial_dims}D is expected (spatial_dims={spatial_dims})")
+        return None
+    return vol
 
 
 def _affine_gap(a: np.ndarray, b: np.ndarray) -> float:
@@ -119,15 +131,8 @@ def _read_case_images(case: Case, spatial_dims: int, tol: float, col: _Collector
     allow_4d = len(case.images) == 1 and col.channels > 1  # an MSD 4D file holds all modalities
     volumes: list[tuple[Path, Volume]] = []
     for path in case.images:
-        if not path.is_file():
-            col.error(f"image '{col.rel(path)}' of case '{case.name}' is missing")
-            continue
-        try:
-            vol = read_image(path, allow_4d=allow_4d)
-        except (ImageReadError, ValueError, OSError) as err:
-            col.error(str(err), path)
-            continue
-        if not _spatial_dims_ok(vol, "image", path, spatial_dims, col):
+        vol = _read_checked(path, partial(read_image, allow_4d=allow_4d), "image", case, spatial_dims, col)
+        if vol is None:
             continue
         bad = int(vol.array.size - np.isfinite(vol.array).sum())
         if bad:
@@ -138,10 +143,9 @@ def _read_case_images(case: Case, spatial_dims: int, tol: float, col: _Collector
                 col.error(f"image '{col.rel(path)}' has shape {vol.spatial_shape} but '{col.rel(first_path)}' "
                           f"of the same case has {first.spatial_shape}; modalities must share one grid")
                 continue
-            if _affine_gap(vol.affine, first.affine) > tol:
+            if (gap := _affine_gap(vol.affine, first.affine)) > tol:
                 col.error(f"image '{col.rel(path)}' affine differs from '{col.rel(first_path)}' by up to "
-                          f"{_affine_gap(vol.affine, first.affine):.4g} (tolerance {tol}); resample the "
-                          "modalities onto one grid")
+                          f"{gap:.4g} (tolerance {tol}); resample the modalities onto one grid")
         volumes.append((path, vol))
     if not volumes:
         return None
@@ -152,15 +156,12 @@ def _read_case_images(case: Case, spatial_dims: int, tol: float, col: _Collector
         col.error(f"case '{case.name}' has {found} channel(s) in {[col.rel(p) for p in case.images]} but the "
                   f"dataset declares {col.channels} ({col.spec.channel_names})")
         return volumes[0][1]
-    c = 0
-    for _, vol in volumes:
-        for channel in vol.array:
-            finite = channel[np.isfinite(channel)]
-            if finite.size:
-                col.lo[c], col.hi[c] = min(col.lo[c], finite.min()), max(col.hi[c], finite.max())
-                col.sums[c] += float(finite.sum(dtype=np.float64))
-                col.voxels[c] += finite.size
-            c += 1
+    for c, channel in enumerate(ch for _, vol in volumes for ch in vol.array):  # channels in dataset order
+        finite = channel[np.isfinite(channel)]
+        if finite.size:
+            col.lo[c], col.hi[c] = min(col.lo[c], finite.min()), max(col.hi[c], finite.max())
+            col.sums[c] += float(finite.sum(dtype=np.float64))
+            col.voxels[c] += finite.size
     return volumes[0][1]
 
 
@@ -171,25 +172,17 @@ def _check_label(case: Case, image: Volume | None, training: bool, spatial_dims:
         if training:
             col.error(f"training case '{case.name}' has no label file")
         return
-    if not path.is_file():
-        col.error(f"label '{col.rel(path)}' of case '{case.name}' is missing")
-        return
-    try:
-        label = read_label(path)
-    except (ImageReadError, ValueError, OSError) as err:
-        col.error(str(err), path)
-        return
-    if not _spatial_dims_ok(label, "label", path, spatial_dims, col):
+    label = _read_checked(path, read_label, "label", case, spatial_dims, col)
+    if label is None:
         return
     if image is not None:
         if label.spatial_shape != image.spatial_shape:
             col.error(f"label '{col.rel(path)}' has shape {label.spatial_shape} but its image has "
                       f"{image.spatial_shape}")
-        elif _affine_gap(label.affine, image.affine) > tol:
+        elif (gap := _affine_gap(label.affine, image.affine)) > tol:
             col.error(f"label '{col.rel(path)}' affine differs from its image '{col.rel(image.path)}' by up "
-                      f"to {_affine_gap(label.affine, image.affine):.4g} (tolerance {tol}); orientation "
-                      f"{''.join(label.orientation)} vs {''.join(image.orientation)}, spacing "
-                      f"{_fmt(label.spacing)} vs {_fmt(image.spacing)}")
+                      f"to {gap:.4g} (tolerance {tol}); orientation {''.join(label.orientation)} vs "
+                      f"{''.join(image.orientation)}, spacing {_fmt(label.spacing)} vs {_fmt(image.spacing)}")
     values, counts = np.unique(label.array, return_counts=True)
     col.label_values.update(int(v) for v in values)
     allowed = set(col.spec.labels) | ({col.spec.ignore_label} - {None})

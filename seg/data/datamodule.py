@@ -18,6 +18,7 @@ whole preprocessed volumes. ``cache=False`` reruns everything per step (MONAI ``
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +142,6 @@ class SegDataModule(pl.LightningDataModule):
         self.augment = augment
         self._split_args = {"seed": seed, "val_fraction": val_fraction, "num_folds": num_folds, "fold": fold}
         self._spec: DatasetSpec | None = None
-        self._split: tuple[list[Case], list[Case]] | None = None
-        self._preprocessing: Preprocessing | None = None
         self._counts: np.ndarray | None = None
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
@@ -163,18 +162,17 @@ class SegDataModule(pl.LightningDataModule):
 
     @property
     def train_cases(self) -> list[Case]:
-        return self._cases()[0]
+        return self._split[0]
 
     @property
     def val_cases(self) -> list[Case]:
-        return self._cases()[1]
+        return self._split[1]
 
-    def _cases(self) -> tuple[list[Case], list[Case]]:
-        if self._split is None:
-            by_name = {c.name: c for c in self.spec.cases}
-            train, val = split_cases(list(by_name), **self._split_args)
-            self._split = ([by_name[n] for n in train], [by_name[n] for n in val])
-        return self._split
+    @cached_property
+    def _split(self) -> tuple[list[Case], list[Case]]:
+        by_name = {c.name: c for c in self.spec.cases}
+        train, val = split_cases(list(by_name), **self._split_args)
+        return [by_name[n] for n in train], [by_name[n] for n in val]
 
     @property
     def num_classes(self) -> int:
@@ -190,17 +188,12 @@ class SegDataModule(pl.LightningDataModule):
         return dict(self.spec.labels)
 
     @property
-    def preprocessing_config(self) -> Preprocessing:
-        if self._preprocessing is None:
-            self._preprocessing = self._make_preprocessing()
-        return self._preprocessing
-
-    @property
     def preprocessing(self) -> dict[str, Any]:
         """Plain dict for checkpoints; ``Preprocessing.from_dict`` + ``inference_transforms`` replay it."""
         return self.preprocessing_config.to_dict()
 
-    def _make_preprocessing(self) -> Preprocessing:
+    @cached_property
+    def preprocessing_config(self) -> Preprocessing:
         import nibabel as nib
 
         first_images = [c.images[0] for c in self.spec.cases]

@@ -31,8 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from tqdm.auto import tqdm
+
 from seg._types import PathLike
-from seg.io import is_nifti, strip_nifti_suffix
+from seg.io import is_nifti, read_label, strip_nifti_suffix
 
 LAYOUTS = ("msd", "nnunet", "folders")
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -229,17 +232,12 @@ def _from_nnunet(path: Path, content: dict[str, Any]) -> DatasetSpec:
     raw_labels = content["labels"]
     if not isinstance(raw_labels, dict) or not raw_labels:
         raise ValueError(f"'{path}': 'labels' must map names to integers, e.g. {{\"background\": 0, \"lesion\": 1}}")
-    labels: dict[int, str] = {}
-    ignore_label = None
     for name, value in raw_labels.items():
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"'{path}': label {name!r} maps to {value!r}; only integer labels are supported "
                              "(nnU-Net region-based labels, written as lists, are not)")
-        if name == "ignore":
-            ignore_label = value
-        else:
-            labels[value] = name
-    labels = _check_labels(labels, path)
+    ignore_label = raw_labels.get("ignore")
+    labels = _check_labels({value: name for name, value in raw_labels.items() if name != "ignore"}, path)
     if ignore_label is not None and ignore_label != len(labels):
         raise ValueError(f"'{path}': the 'ignore' label must be the highest value ({len(labels)}), found {ignore_label}")
 
@@ -291,11 +289,6 @@ def _from_folders(root: Path) -> DatasetSpec:
 
 def _infer_labels(label_files: list[Path]) -> dict[int, str]:
     """``range(0, max + 1)`` over readable label files (unreadable ones are left to the check); at least 0, 1."""
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from seg.io import read_label
-
     highest = 1
     for file in tqdm(label_files, desc="inferring labels", disable=len(label_files) < 20):
         try:

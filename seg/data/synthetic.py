@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,8 +48,9 @@ import numpy as np
 from tqdm import tqdm
 
 from seg._types import PathLike
-from seg.data._phantom_cases import case_affine, plan_cases, render_case
+from seg.data._phantom_cases import CasePlan, case_affine, plan_cases, render_case
 from seg.data._synthetic_files import preview, remove_stale, save_nifti, write_json
+from seg.data._synthetic_manifest import SyntheticSettings, WrittenCase, dataset_json
 
 __all__ = ["make_dataset", "preview", "main"]
 
@@ -104,22 +104,21 @@ def make_dataset(
     """
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    shape = tuple(int(n) for n in (shape or DEFAULT_SHAPE[spatial_dims]))
-    spacing = tuple(float(s) for s in (spacing or DEFAULT_SPACING[spatial_dims]))
-    lesion_radius = tuple(lesion_radius or DEFAULT_RADIUS[spatial_dims])
-    _check_arguments(
-        cases,
-        test_cases,
-        spatial_dims,
-        shape,
-        spacing,
-        foreground_fraction,
-        lesions_per_case,
-        lesion_radius,
-        contrast,
-        distractors,
-        empty_fraction,
-        channels,
+    settings = SyntheticSettings(
+        cases=cases,
+        test_cases=test_cases,
+        spatial_dims=spatial_dims,
+        shape=tuple(int(n) for n in (shape or DEFAULT_SHAPE[spatial_dims])),
+        spacing=tuple(float(s) for s in (spacing or DEFAULT_SPACING[spatial_dims])),
+        foreground_fraction=foreground_fraction,
+        lesions_per_case=lesions_per_case,
+        lesion_radius=tuple(lesion_radius or DEFAULT_RADIUS[spatial_dims]),
+        contrast=contrast,
+        distractors=distractors,
+        empty_fraction=empty_fraction,
+        channels=channels,
+        oblique_degrees=oblique_degrees,
+        seed=seed,
     )
     out_dir = Path(out_dir)
     if (out_dir / "dataset.json").exists() and not overwrite:
@@ -129,148 +128,71 @@ def make_dataset(
         )
     start = time.perf_counter()
     plan_seed, *case_seeds = np.random.SeedSequence(seed).spawn(1 + cases + test_cases)
-    test_start = max(100, 100 * math.ceil(cases / 100))
-    names = [f"case_{i:03d}" for i in range(cases)] + [
-        f"case_{test_start + j:03d}" for j in range(test_cases)
-    ]
+    names = settings.case_names()
     plans, skew = plan_cases(
         np.random.default_rng(plan_seed),
-        cases,
-        test_cases,
-        spatial_dims,
-        shape,
-        spacing,
-        foreground_fraction,
-        lesions_per_case,
-        lesion_radius,
-        contrast,
-        distractors,
-        empty_fraction,
+        settings.cases,
+        settings.test_cases,
+        settings.spatial_dims,
+        settings.shape,
+        settings.spacing,
+        settings.foreground_fraction,
+        settings.lesions_per_case,
+        settings.lesion_radius,
+        settings.contrast,
+        settings.distractors,
+        settings.empty_fraction,
     )
 
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    suffixes = [""] if channels == 1 else [f"_{c:04d}" for c in range(channels)]
-    training, test, foreground, radii, dropped, lesion_counts = [], [], [], [], 0, {}
-    for index, (name, plan) in enumerate(
-        tqdm(list(zip(names, plans, strict=True)), desc="synthetic cases", disable=not progress)
-    ):
-        phantom_seed, affine_seed = case_seeds[index].spawn(2)
-        image, label, info = render_case(plan, shape, spacing, channels, phantom_seed)
-        affine = case_affine(shape, spacing, oblique_degrees, np.random.default_rng(affine_seed))
-        images_dir, labels_dir = ("imagesTr", "labelsTr") if index < cases else ("imagesTs", "labelsTs")
-        image_files = [f"./{images_dir}/{name}{suffix}.nii.gz" for suffix in suffixes]
-        for channel, file in enumerate(image_files):
-            save_nifti(image[channel], affine, out_dir / file)
-        label_file = f"./{labels_dir}/{name}.nii.gz"
-        save_nifti(label, affine, out_dir / label_file)
-        image_entry = image_files[0] if channels == 1 else image_files
-        if index < cases:
-            training.append({"image": image_entry, "label": label_file})
-        else:
-            test.append(image_entry)
-        foreground.append(int(label.sum()))
-        radii += info["radii_mm"]
-        dropped += info["dropped"]
-        lesion_counts[name] = len(info["radii_mm"])
-
+    work = tqdm(
+        list(zip(names, plans, case_seeds, strict=True)), desc="synthetic cases", disable=not progress
+    )
+    written = [
+        _write_case(out_dir, settings, name, plan, case_seed, training=index < cases)
+        for index, (name, plan, case_seed) in enumerate(work)
+    ]
     if overwrite:
         remove_stale(out_dir, names)
-    voxels = math.prod(shape)
-    achieved = float(np.sum(foreground)) / (voxels * len(names)) if names else 0.0
-    stats = {
-        "requested_foreground_fraction": foreground_fraction,
-        "foreground_fraction": achieved,
-        "foreground_fraction_training": float(np.sum(foreground[:cases])) / (voxels * max(cases, 1)),
-        "foreground_fraction_test": float(np.sum(foreground[cases:])) / (voxels * max(test_cases, 1)),
-        "lesion_free_training": [
-            n for n, p in zip(names[:cases], plans[:cases], strict=True) if not p.radii_mm
-        ],
-        "lesion_free_test": [n for n, p in zip(names[cases:], plans[cases:], strict=True) if not p.radii_mm],
-        "lesions": len(radii),
-        "lesions_per_case": lesion_counts,  # each lesion is one 26-connected (8 in 2D) component
-        "lesions_dropped": dropped,
-        "lesion_radius_mm_quartiles": [
-            round(float(q), 3) for q in np.quantile(radii, [0, 0.25, 0.5, 0.75, 1])
-        ]
-        if radii
-        else [],
-        "radius_skew_k": round(skew, 4),
-        "seconds": round(time.perf_counter() - start, 2),
-        "parameters": {
-            "cases": cases,
-            "test_cases": test_cases,
-            "spatial_dims": spatial_dims,
-            "shape": shape,
-            "spacing": spacing,
-            "lesions_per_case": list(lesions_per_case),
-            "lesion_radius": list(lesion_radius),
-            "contrast": list(contrast),
-            "distractors": list(distractors),
-            "empty_fraction": empty_fraction,
-            "channels": channels,
-            "oblique_degrees": oblique_degrees,
-            "seed": seed,
-        },
-    }
-    dataset = {
-        "name": "SyntheticLesions",
-        "description": (
-            f"Synthetic brain-like MR phantoms with sparse lesions and unlabelled distractors "
-            f"(seg.data.synthetic, seed {seed}); lesion voxel fraction {achieved:.4%} "
-            f"(requested {foreground_fraction:.4%})"
-        ),
-        "reference": "seg.data.synthetic",
-        "licence": "CC0-1.0",
-        "release": "1.0",
-        "tensorImageSize": f"{spatial_dims}D",
-        "modality": {"0": "MR"} if channels == 1 else {"0": "FLAIR", "1": "T1"},
-        "labels": {"0": "background", "1": "lesion"},
-        "numTraining": cases,
-        "numTest": test_cases,
-        "training": training,
-        "test": test,
-        "stats": stats,
-    }
+    dataset = dataset_json(settings, written, skew, seconds=time.perf_counter() - start)
     return write_json(dataset, out_dir / "dataset.json")
 
 
-def _check_arguments(
-    cases,
-    test_cases,
-    spatial_dims,
-    shape,
-    spacing,
-    foreground_fraction,
-    lesions_per_case,
-    lesion_radius,
-    contrast,
-    distractors,
-    empty_fraction,
-    channels,
-) -> None:
-    if cases < 0 or test_cases < 0 or cases + test_cases == 0:
-        raise ValueError(f"cases and test_cases must be >= 0 and not both 0, got {cases} and {test_cases}")
-    if len(shape) != spatial_dims or min(shape) < 8:
-        raise ValueError(
-            f"shape must have {spatial_dims} sizes >= 8 for spatial_dims={spatial_dims}, got {shape}"
-        )
-    if len(spacing) != spatial_dims or min(spacing) <= 0:
-        raise ValueError(f"spacing must have {spatial_dims} positive values (mm), got {spacing}")
-    if not 0 < foreground_fraction < 0.5:
-        raise ValueError(f"foreground_fraction must be in (0, 0.5), got {foreground_fraction}")
-    for name, pair, low in (
-        ("lesions_per_case", lesions_per_case, 1),
-        ("lesion_radius", lesion_radius, 0.5),
-        ("contrast", contrast, 0.0),
-        ("distractors", distractors, 0),
-    ):
-        if len(pair) != 2 or not low <= pair[0] <= pair[1]:
-            raise ValueError(f"{name} must be a range (lo, hi) with {low} <= lo <= hi, got {pair}")
-    if not 0 <= empty_fraction <= 1:
-        raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction}")
-    if channels not in (1, 2):
-        raise ValueError(f"channels must be 1 (FLAIR-like) or 2 (FLAIR-like + T1-like), got {channels}")
+def _write_case(
+    out_dir: Path,
+    settings: SyntheticSettings,
+    name: str,
+    plan: CasePlan,
+    seed: np.random.SeedSequence,
+    *,
+    training: bool,
+) -> WrittenCase:
+    """Render case ``name`` from ``seed`` and write its image file(s), one per channel, and its label.
+
+    The phantom and the affine draw from two streams spawned from ``seed``, in that order.
+    """
+    phantom_seed, affine_seed = seed.spawn(2)
+    shape, spacing, channels = settings.shape, settings.spacing, settings.channels
+    image, label, info = render_case(plan, shape, spacing, channels, phantom_seed)
+    affine = case_affine(shape, spacing, settings.oblique_degrees, np.random.default_rng(affine_seed))
+    images_dir, labels_dir = ("imagesTr", "labelsTr") if training else ("imagesTs", "labelsTs")
+    suffixes = [""] if channels == 1 else [f"_{c:04d}" for c in range(channels)]
+    image_files = [f"./{images_dir}/{name}{suffix}.nii.gz" for suffix in suffixes]
+    for channel, file in enumerate(image_files):
+        save_nifti(image[channel], affine, out_dir / file)
+    label_file = f"./{labels_dir}/{name}.nii.gz"
+    save_nifti(label, affine, out_dir / label_file)
+    return WrittenCase(
+        name=name,
+        training=training,
+        image=image_files[0] if channels == 1 else image_files,
+        label=label_file,
+        planned_lesion_free=not plan.radii_mm,
+        foreground_voxels=int(label.sum()),
+        radii_mm=info["radii_mm"],
+        dropped=info["dropped"],
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
