@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/losses.py
 	$(PY) benchmarks/data.py
 	$(PY) benchmarks/inference.py
+	$(PY) benchmarks/memory_format.py
 
 clean:
 	rm -rf $(VENV) runs demo_output

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from seg._types import PathLike
-from seg.networks import NetworkConfig, build_network
+from seg.networks import NetworkConfig, build_network, cpu_layout
 
 
 class CheckpointError(ValueError):
@@ -54,4 +54,4 @@ def load_for_inference(path: PathLike) -> tuple[nn.Module, dict]:
     if missing or unexpected:
         raise CheckpointError(f"checkpoint '{path}' does not match its network config: "
                               f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return network.eval(), spec
+    return cpu_layout(network, config.spatial_dims).eval(), spec  # loaded on the CPU

@@ -20,6 +20,7 @@ from seg.losses.factory import LOSSES, build_loss
 from seg.networks import (
     NetworkConfig,
     build_network,
+    cpu_layout,
     deep_supervision_outputs,
     downsample_labels,
     window_network,
@@ -108,6 +109,8 @@ class SegModule(pl.LightningModule):
                           lambda_dice=hp.lambda_dice, batch_dice=hp.get("batch_dice", False))
 
     def setup(self, stage: str) -> None:
+        if self.trainer.strategy.root_device.type == "cpu":  # before the strategy moves or wraps the network
+            cpu_layout(self.network, self.hparams.spatial_dims)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
             return

@@ -88,6 +88,32 @@ def build_network(config: NetworkConfig) -> nn.Module:
     )
 
 
+def channels_last(network: nn.Module, spatial_dims: int) -> nn.Module:
+    """Store the convolution weights channels-last (NHWC in 2D, NDHWC in 3D), in place; returns ``network``.
+
+    oneDNN, which runs PyTorch's CPU convolutions, then picks channels-last kernels (the activations follow
+    the weights' layout) and skips the layout reorders around each convolution. Weights with a 1x1(x1)
+    kernel are left as they are: both layouts describe them, but ``Module.to(memory_format=...)`` gives them
+    strides that DDP's gradient buckets do not match ("Grad strides do not match bucket view strides").
+    """
+    layout = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+    for param in network.parameters():
+        if param.dim() == spatial_dims + 2 and any(k > 1 for k in param.shape[2:]):
+            param.data = param.data.contiguous(memory_format=layout)
+    return network
+
+
+def cpu_layout(network: nn.Module, spatial_dims: int) -> nn.Module:
+    """The faster weight layout for CPU training and inference, in place; returns ``network``.
+
+    3D: channels-last (NDHWC). 2D: left contiguous. Measured side by side with ``benchmarks/memory_format.py``
+    (2 threads, three runs): channels-last made the demo's 3D training step 0.75-0.77x and its inference
+    0.85-0.90x the time of contiguous weights, but the BraTS 2D network's 1.12-1.21x and 1.07-1.14x. GPUs keep
+    PyTorch's default (not measured here): callers apply this only when the device is the CPU.
+    """
+    return channels_last(network, spatial_dims) if spatial_dims == 3 else network
+
+
 def size_divisor(config: NetworkConfig) -> int:
     """Patch and ROI sizes must be divisible by this (2 ** number of downsamplings)."""
     return 2 ** (len(config.channels) - 1) if config.name.lower() != "basicunet" else 16

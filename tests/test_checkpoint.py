@@ -42,6 +42,8 @@ def test_network_round_trips_through_a_plain_checkpoint(tmp_path: Path) -> None:
     x = torch.randn(1, 1, 16, 16)
     torch.testing.assert_close(rebuilt(x), network(x))
     assert spec["network"]["out_channels"] == 2
+    convs = [p for p in rebuilt.parameters() if p.dim() == 4]  # 2D keeps contiguous weights (cpu_layout)
+    assert all(p.is_contiguous() for p in convs)
 
 
 def test_checkpoint_without_seg_entry_is_rejected(tmp_path: Path) -> None:

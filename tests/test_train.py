@@ -52,6 +52,8 @@ def test_training_writes_the_run_directory(tiny_dataset: Path, tmp_path: Path, r
     checkpoint = torch.load(run / "best.ckpt", weights_only=True)
     assert checkpoint["seg"]["alpha"] == record["alpha"]
     assert checkpoint["seg"]["preprocessing"]["orientation"] == "RAS"
+    convs = [v for k, v in checkpoint["state_dict"].items() if k.startswith("network.") and v.dim() == 5]
+    assert convs and all(v.is_contiguous(memory_format=torch.channels_last_3d) for v in convs)  # trained so on CPU
     rows = _metrics(run)
     logged = {k for row in rows for k, v in row.items() if v}
     assert {"train/focal_step", "train/dice_step", "val/focal", "val/dice", "val/lesion_f1"} <= logged
