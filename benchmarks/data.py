@@ -23,7 +23,7 @@ import yaml
 
 from seg.data.datamodule import SegDataModule
 from seg.losses.factory import build_loss
-from seg.networks import NetworkConfig, build_network
+from seg.networks import NetworkConfig, build_network, cpu_layout
 
 DEMO = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text())
 
@@ -50,8 +50,8 @@ def run(dataset: Path, *, cache: bool, steps: int, warmup: int, num_workers: int
     dm.setup("fit")
     setup_seconds = time.perf_counter() - start
     torch.manual_seed(0)
-    network = build_network(NetworkConfig(name=model["network"], in_channels=dm.in_channels,
-                                          out_channels=dm.num_classes, channels=model["channels"]))
+    network = cpu_layout(build_network(NetworkConfig(name=model["network"], in_channels=dm.in_channels,
+                                                     out_channels=dm.num_classes, channels=model["channels"])), 3)
     optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3)
     loss_fn = build_loss(model["loss"], alpha=[0.05, 0.95])
     data_times, compute_times = [], []
