@@ -12,12 +12,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
+from seg.io import NIFTI_SUFFIXES, strip_nifti_suffix
 
 
 def case_name(path: Path) -> str:
     """``case_001`` from ``.../case_001.nii.gz`` (or ``.nii``)."""
-    return next(path.name[: -len(s)] for s in NIFTI_SUFFIXES if path.name.endswith(s))
+    return strip_nifti_suffix(path.name)
 
 
 def nifti_files(folder: Path) -> list[Path]:
