@@ -126,8 +126,10 @@ class SegModule(pl.LightningModule):
             self.criterion = self._make_criterion()
         world = self.trainer.world_size
         rank = f"rank {self.trainer.global_rank}/{world}: " if world > 1 else ""
+        # one write with its newline (end=""): under DDP the ranks share stdout, and print's separate write of
+        # the newline (unbuffered stdout, PYTHONUNBUFFERED) let another rank's line land in between
         print(f"{rank}alpha {self.alpha_values} ({self.hparams.alpha_method if self.hparams.alpha == 'auto' else 'given'})"
-              f", training-split class counts {[int(c) for c in self.class_counts]}", flush=True)
+              f", training-split class counts {[int(c) for c in self.class_counts]}\n", end="", flush=True)
 
     def on_fit_start(self) -> None:
         """Under DDP, make sure every rank derived the same α (the split and the counting are deterministic)."""
