@@ -49,7 +49,7 @@ def worker(variant: str, case: Path, threads: int, out: str | None) -> None:
     import torch
     from monai.inferers import sliding_window_inference
 
-    from seg.inference import predict_labels, predict_volume
+    from seg.inference.sliding_window import predict_labels, predict_volume
 
     torch.set_num_threads(threads)
     image, net = load_inputs(case)
@@ -72,7 +72,7 @@ def worker(variant: str, case: Path, threads: int, out: str | None) -> None:
 
 def compare(outputs: dict[str, Path], case: Path) -> dict[str, dict[str, float]]:
     """Max |Δp| and argmax agreement against MONAI, inside the foreground box and on brain voxels."""
-    from seg.inference import foreground_box
+    from seg.inference.sliding_window import foreground_box
 
     image, _ = load_inputs(case)
     box = foreground_box(image[0])

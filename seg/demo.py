@@ -15,16 +15,16 @@ import argparse
 import json
 from pathlib import Path
 
+from seg.data.synthetic import make_dataset
+from seg.evaluation.evaluate import evaluate_folders
+from seg.inference.predict import predict_files
+from seg.training.api import train
+
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 def run_demo(output: Path, *, max_minutes: float = 6.5, extra_args: list[str] | None = None) -> dict:
     """Run the four steps; returns the evaluation summary."""
-    from seg.cli import train
-    from seg.data.synthetic import make_dataset
-    from seg.evaluate import evaluate_folders
-    from seg.predict import predict_files
-
     data_json = output / "data" / "dataset.json"
     if data_json.is_file():
         print(f"[1/4] synthetic dataset exists: {data_json}")

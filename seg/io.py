@@ -11,22 +11,18 @@ Contract (modelled on nnU-Net's image reader/writer, done with nibabel):
 - 4D files raise unless ``allow_4d=True`` (then the 4th axis becomes channels). Trailing singleton axes beyond
   the third, as in ``(X, Y, Z, 1)``, are dropped: such a file is read as 3D.
 - :func:`write_like` writes an array on a reference image's grid: same spatial shape, same affine, same
-  qform and sform (raw header fields and their codes copied, so the orientation is identical bit for bit).
-  The write goes to a temporary file in the destination folder and is renamed with :func:`os.replace`, so
-  a crash never leaves a half-written NIfTI behind.
-- A missing file raises ``FileNotFoundError``; an unreadable or corrupt one raises :class:`ImageReadError`
-  (a ``ValueError``); both name the file.
+  qform and sform (raw header fields and their codes copied, so the orientation is identical bit for bit),
+  atomically (:func:`seg.files.atomic_path`).
+- Nothing is allocated that a header merely claims (:func:`load_nifti`). A missing file raises
+  ``FileNotFoundError``; an unreadable, corrupt or implausible one :class:`ImageReadError` (a ``ValueError``).
 """
 
 from __future__ import annotations
 
 import gzip
-import json
 import os
-import uuid
 import zlib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,25 +30,31 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from seg._types import PathLike
+from seg.errors import ImageReadError
+from seg.files import (
+    NIFTI_SUFFIXES,
+    atomic_path,
+    case_name,
+    check_declared_size,
+    is_nifti,
+    not_a_file,
+    split_channel,
+    strip_nifti_suffix,
+    write_json,
+    write_text,
+)
+from seg.types import PathLike
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
+__all__ = ["NIFTI_SUFFIXES", "ImageReadError", "Volume", "atomic_path", "case_name", "image_shape", "is_nifti",
+           "iter_slabs", "load_nifti", "not_a_file", "ras_spacing", "read_array", "read_image", "read_label", "split_channel",
+           "strip_nifti_suffix", "write_json", "write_like", "write_nifti", "write_text"]
 
-
-class ImageReadError(ValueError):
-    """A NIfTI file exists but cannot be read (corrupt, truncated, not NIfTI)."""
 
 
 @dataclass(frozen=True)
 class Volume:
-    """An image or label map with its geometry.
-
-    Attributes:
-        array: ``(C, *spatial)``; float32 from :func:`read_image`, int64 (C = 1) from :func:`read_label`.
-        affine: (4, 4) float64 voxel -> world (RAS+ mm, nibabel convention) of the first file.
-        header: the first file's NIfTI header (qform/sform and their codes, zooms, units).
-        path: the first file read.
-    """
+    """An image or label map with its geometry: ``array`` ``(C, *spatial)`` (float32 from :func:`read_image`, int64
+    with C = 1 from :func:`read_label`), the first file's ``affine`` (4, 4, voxel -> RAS+ mm), ``header`` and ``path``."""
 
     array: np.ndarray
     affine: np.ndarray
@@ -75,24 +77,13 @@ class Volume:
         return tuple(nib.aff2axcodes(self.affine))
 
 
-def is_nifti(path: PathLike) -> bool:
-    """True when the file name ends in ``.nii`` or ``.nii.gz``."""
-    return str(path).endswith(NIFTI_SUFFIXES)
-
-
-def strip_nifti_suffix(name: str) -> str:
-    """``'case_001.nii.gz'`` -> ``'case_001'``."""
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def load_nifti(path: PathLike) -> nib.Nifti1Image:
-    """Open a NIfTI lazily (header only) with errors that name the file."""
+    """Open a NIfTI lazily (header only), refusing what cannot be read as a real-valued image: a path that is not a
+    file, a name without ``.nii``/``.nii.gz``, complex or RGB voxels, and a header that declares more voxels than the
+    file holds (checked before anything is allocated, :func:`seg.files.check_declared_size`). Errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image file '{path}' does not exist")
+        raise not_a_file(path, "image file")
     if not is_nifti(path):
         raise ImageReadError(f"'{path}' is not a NIfTI file: expected a name ending in .nii or .nii.gz")
     try:
@@ -101,6 +92,13 @@ def load_nifti(path: PathLike) -> nib.Nifti1Image:
         raise ImageReadError(f"cannot read NIfTI '{path}': {type(err).__name__}: {err}") from err
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise ImageReadError(f"'{path}' was read as {type(img).__name__}, not as a NIfTI image")
+    dtype = img.header.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        kind = "RGB/structured" if dtype.fields is not None else "complex" if dtype.kind == "c" else "non-numeric"
+        raise ImageReadError(f"'{path}' stores {kind} voxels ({dtype}); seg reads real-valued scalar images: "
+                             "convert it to one real channel per file (e.g. the magnitude, or one file per colour)")
+    offset = int(getattr(img.dataobj, "offset", 0))  # nibabel keeps vox_offset here (the header field reads 0)
+    check_declared_size(path, img.shape, dtype.itemsize, offset)
     return img
 
 
@@ -129,19 +127,10 @@ def _to_channels(data: np.ndarray, path: Path, allow_4d: bool) -> np.ndarray:
 
 
 def read_image(paths: PathLike | Sequence[PathLike], *, allow_4d: bool = False) -> Volume:
-    """Read one NIfTI file, or several modality files of one case stacked as channels.
+    """Read one NIfTI file, or several modality files of one case (same grid) stacked as channels.
 
-    Args:
-        paths: a ``.nii``/``.nii.gz`` path, or a sequence of them (one per modality, same grid).
-        allow_4d: read a 4D file's 4th axis as channels instead of raising.
-
-    Returns:
-        Volume with ``array`` float32 ``(C, *spatial)`` and the first file's affine and header.
-
-    Raises:
-        FileNotFoundError: a file is missing.
-        ImageReadError: a file is corrupt or not NIfTI.
-        ValueError: a 4D file (unless ``allow_4d``), or modalities of different spatial shapes.
+    Returns a Volume with ``array`` float32 ``(C, *spatial)`` and the first file's affine and header. A 4D file
+    raises unless ``allow_4d`` (its 4th axis then becomes channels), as do modalities of different shapes.
     """
     path_list = [Path(paths)] if isinstance(paths, str | os.PathLike) else [Path(p) for p in paths]
     if not path_list:
@@ -165,15 +154,8 @@ def read_image(paths: PathLike | Sequence[PathLike], *, allow_4d: bool = False) 
 
 
 def read_label(path: PathLike) -> Volume:
-    """Read a label map as int64 ``(1, *spatial)``.
-
-    Args:
-        path: a ``.nii``/``.nii.gz`` label file; integer dtype, or float holding integral values only.
-
-    Raises:
-        FileNotFoundError / ImageReadError: missing or unreadable file.
-        ValueError: NaN/inf or non-integral values, or a 4D file.
-    """
+    """Read a label map (integer dtype, or float holding integral values only) as int64 ``(1, *spatial)``;
+    NaN/inf or non-integral values, or a 4D file, raise ``ValueError``."""
     path = Path(path)
     img = load_nifti(path)
     data = _to_channels(_read_dataobj(img, path), path, allow_4d=False)
@@ -191,15 +173,81 @@ def read_label(path: PathLike) -> Volume:
                   path=path)
 
 
+def _spatial(shape: Sequence[int]) -> tuple[int, ...]:
+    """A header shape without trailing singleton axes beyond the third: ``(X, Y, Z, 1)`` -> ``(X, Y, Z)``."""
+    shape = tuple(int(n) for n in shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def image_shape(path: PathLike) -> tuple[int, ...]:
+    """Shape of a NIfTI file from its header only (no voxel read), trailing singleton axes beyond 3 dropped."""
+    return _spatial(load_nifti(path).shape)
+
+
+def ras_spacing(path: PathLike) -> tuple[float, ...]:
+    """Voxel spacing in RAS axis order from the header only: one value per spatial axis (a 4th axis is ignored);
+    native 2D images are not reoriented (``seg.data.transforms.Preprocessing.orientation``), so stored order."""
+    image = load_nifti(path)
+    ndim = min(len(image.shape), 3)
+    zooms = image.header.get_zooms()[:ndim]
+    if ndim == 2:
+        return tuple(float(z) for z in zooms)
+    ornt = nib.io_orientation(image.affine)  # row i: (RAS axis of stored axis i, flip)
+    ras = [0.0] * ndim
+    for axis, zoom in enumerate(zooms):
+        ras[int(ornt[axis, 0])] = float(zoom)
+    return tuple(ras)
+
+
+def iter_slabs(path: PathLike, max_voxels: int = 2**24) -> Iterator[np.ndarray]:
+    """A NIfTI file's voxels as slabs along its last axis (contiguous on disk in NIfTI's Fortran order), each of at
+    most about ``max_voxels`` voxels: one forward read, never the whole volume in memory (class counting)."""
+    path = Path(path)
+    img = load_nifti(path)
+    shape = img.shape
+    if len(shape) == 0:
+        raise ImageReadError(f"'{path}' is a 0-d image; expected a volume")
+    per_slice = int(np.prod(shape[:-1], dtype=np.int64))
+    step = max(1, max_voxels // max(per_slice, 1))
+    for k0 in range(0, shape[-1], step):
+        try:
+            yield np.asarray(img.dataobj[..., k0: k0 + step])
+        except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as err:
+            raise ImageReadError(f"cannot read the voxels of '{path}' (file truncated or corrupt?): "
+                                 f"{type(err).__name__}: {err}") from err
+
+
+def read_array(path: PathLike) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """A NIfTI file's voxels in their stored dtype and layout ``(*spatial[, K])`` (trailing singleton axes beyond
+    3 dropped), its affine and its voxel size in mm (for evaluation, which compares maps as stored)."""
+    path = Path(path)
+    img = load_nifti(path)
+    array = _read_dataobj(img, path)
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]  # (X, Y, Z, 1) -> (X, Y, Z)
+    return array, img.affine.astype(np.float64), tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def write_nifti(array: np.ndarray, affine: np.ndarray, path: PathLike) -> Path:
+    """Write ``array`` ``(*spatial)`` with ``affine`` as qform and sform (code 1), atomically; for data made from
+    scratch (predictions use :func:`write_like`). Equal arrays give byte-identical files (gzip mtime 0)."""
+    image = nib.Nifti1Image(array, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    image.header.set_xyzt_units("mm")
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
+    return Path(path)
+
+
 def _reference_geometry(reference: Volume | PathLike) -> tuple[tuple[int, ...], nib.Nifti1Header]:
     """Spatial shape and header of the reference, reading only its header when given a path."""
     if isinstance(reference, Volume):
         return reference.spatial_shape, reference.header
     img = load_nifti(reference)
-    shape = tuple(int(s) for s in img.shape)
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    return shape[:3], img.header
+    return _spatial(img.shape)[:3], img.header
 
 
 def _check_fits_dtype(array: np.ndarray, dtype: np.dtype, out_path: Path) -> None:
@@ -216,19 +264,11 @@ def _check_fits_dtype(array: np.ndarray, dtype: np.dtype, out_path: Path) -> Non
 
 def write_like(array: np.ndarray, reference: Volume | PathLike, out_path: PathLike, *,
                dtype: np.dtype | type = np.uint8) -> Path:
-    """Write ``array`` on the grid of ``reference``, atomically.
+    """Write ``array`` on the grid of ``reference`` (a :class:`Volume` or a NIfTI path), atomically; returns ``out_path``.
 
-    Args:
-        array: ``(*spatial)`` or ``(C, *spatial)`` (any numeric dtype; a torch tensor must be converted with
-            ``.cpu().numpy()`` first). ``spatial`` must equal the reference's spatial shape. C = 1 is
-            written as a 3D file, C > 1 as 4D ``(*spatial, C)`` (read back with ``read_image(allow_4d=True)``).
-        reference: a :class:`Volume` or the path of a NIfTI on the target grid.
-        out_path: destination ending in ``.nii`` or ``.nii.gz``; its folder is created if needed.
-        dtype: stored dtype (uint8 for labels; np.float32 for probabilities). Integer dtypes refuse
-            non-integral or out-of-range values instead of wrapping them silently.
-
-    Returns:
-        ``out_path`` as a :class:`Path`.
+    ``array`` is ``(*spatial)`` or ``(C, *spatial)`` numpy (C > 1 is written as 4D ``(*spatial, C)``, read back with
+    ``read_image(allow_4d=True)``). ``dtype``: uint8 for labels, np.float32 for probabilities; integer dtypes refuse
+    non-integral or out-of-range values instead of wrapping them.
     """
     out_path = Path(out_path)
     if not is_nifti(out_path):
@@ -254,32 +294,3 @@ def write_like(array: np.ndarray, reference: Volume | PathLike, out_path: PathLi
     with atomic_path(out_path) as tmp_path:
         nib.save(image, tmp_path)
     return out_path
-
-
-@contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces it when the block succeeds (nothing half-written).
-
-    The temporary name keeps ``path``'s ending (``.nii.gz``, ``.png``, ...) so writers that pick the format
-    from the name (nibabel, matplotlib) write the same format; it is removed if the block fails.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text(path: PathLike, text: str) -> Path:
-    """Write ``text`` atomically (see :func:`atomic_path`)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
-
-
-def write_json(path: PathLike, payload: object) -> Path:
-    """Write ``payload`` as indented JSON atomically (see :func:`atomic_path`)."""
-    return write_text(path, json.dumps(payload, indent=2) + "\n")

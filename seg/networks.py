@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from monai.networks.nets import BasicUNet, DynUNet, UNet
 from torch import nn
 
+from seg.errors import check_option
+
 NETWORKS = ("dynunet", "unet", "basicunet")
 
 
@@ -58,9 +60,7 @@ def build_network(config: NetworkConfig) -> nn.Module:
     (in training mode with deep supervision, DynUNet returns ``(B, 1 + heads, out_channels, *spatial)``;
     use :func:`deep_supervision_outputs`).
     """
-    name = config.name.lower()
-    if name not in NETWORKS:
-        raise ValueError(f"unknown network {config.name!r}; expected one of {NETWORKS}")
+    name = check_option("network", config.name.lower(), NETWORKS)
     if config.spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {config.spatial_dims}")
     if len(config.channels) < 3:

@@ -5,7 +5,7 @@
 image/label shape or affine mismatches, modalities of different shapes or grids, 4D files where 3D is expected,
 NaN/inf voxels, non-integral or undeclared label values, a wrong number of channels, duplicate case names, an
 empty dataset. A case without foreground is a warning. In the same pass it gathers a summary (shapes, spacings,
-orientations, intensity ranges, label values, class counts) and the α each method of :mod:`seg.alpha` would
+orientations, intensity ranges, label values, class counts) and the α each method of :mod:`seg.losses.alpha` would
 give. :func:`run_check` is the ``--check-data`` entry point; ``python -m seg.data.check PATH`` runs it too.
 """
 
@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from seg._types import PathLike
 from seg.data.layouts import Case, DatasetSpec, load_dataset
-from seg.io import ImageReadError, Volume, read_image, read_label
+from seg.io import ImageReadError, Volume, not_a_file, read_image, read_label
+from seg.losses.alpha import alpha_table
+from seg.types import PathLike
 
 
 @dataclass
@@ -105,7 +106,10 @@ def _read_checked(path: Path, read: Callable[[Path], Volume], what: str, case: C
                   col: _Collector) -> Volume | None:
     """``read(path)``, or None once a missing or unreadable file or a wrong dimension is reported."""
     if not path.is_file():
-        col.error(f"{what} '{col.rel(path)}' of case '{case.name}' is missing")
+        if path.exists() or path.is_symlink():  # a folder, a dangling link or a link loop: say which
+            col.error(f"{not_a_file(path, what)} (case '{case.name}')", path)
+        else:
+            col.error(f"{what} '{col.rel(path)}' of case '{case.name}' is missing")
         return None
     try:
         vol = read(path)
@@ -251,11 +255,9 @@ def _summary(spec: DatasetSpec, col: _Collector) -> dict[str, Any]:
         "class_counts": col.counts.tolist(), "present_voxels": col.present_voxels.tolist(),
     }
     try:
-        from seg.alpha import alpha_table  # lazy: a summary without α is still useful
-
         table = alpha_table(col.counts, present_voxels=col.present_voxels)
         summary["alpha"] = {method: np.asarray(a).tolist() for method, a in table.items()}
-    except (ImportError, ValueError) as err:
+    except ValueError as err:  # e.g. a class absent from every label: the summary is still useful
         summary["alpha_error"] = str(err)
     return summary
 

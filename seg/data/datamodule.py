@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader
 
 from seg.data.layouts import Case, DatasetSpec, load_dataset
 from seg.data.transforms import Preprocessing, median_spacing, train_transforms, val_transforms
-from seg.io import write_json
+from seg.io import image_shape, write_json
+from seg.losses.frequencies import class_frequencies
 
 COUNTS_FILE = "class_frequencies.json"
 DEFAULT_PATCH = {2: [128, 128], 3: [64, 64, 64]}
@@ -194,10 +195,8 @@ class SegDataModule(pl.LightningDataModule):
 
     @cached_property
     def preprocessing_config(self) -> Preprocessing:
-        import nibabel as nib
-
         first_images = [c.images[0] for c in self.spec.cases]
-        image_dims = min(len(nib.load(str(first_images[0])).shape), 3)
+        image_dims = min(len(image_shape(first_images[0])), 3)
         if self.spatial_dims == 3 and image_dims == 2:
             raise ValueError(f"'{first_images[0]}' is a 2D image; set spatial_dims: 2 to train on 2D images")
         spacing: list[float] | None
@@ -219,14 +218,12 @@ class SegDataModule(pl.LightningDataModule):
     def class_counts(self) -> np.ndarray:
         """Voxel count per class over the training split's label files, float64 ``(num_classes,)``.
 
-        Counted on the label files as stored (before resampling) with ``seg.alpha.class_frequencies``,
+        Counted on the label files as stored (before resampling) with ``seg.losses.frequencies.class_frequencies``,
         streamed one file at a time; read from / written to ``<cache_dir>/class_frequencies.json``.
         """
         if self._counts is None:
             self._counts = self._cached_counts()
             if self._counts is None:
-                from seg.alpha import class_frequencies
-
                 labels = [c.label for c in self.train_cases]
                 self._counts = class_frequencies(labels, self.num_classes, ignore_index=self.spec.ignore_label,
                                                  progress=True)

@@ -26,7 +26,6 @@ are internal to its own package):
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from seg._types import PathLike
-from seg.io import is_nifti, read_label, strip_nifti_suffix
+from seg.io import case_name, is_nifti, read_label, split_channel, strip_nifti_suffix
+from seg.types import PathLike
 
 LAYOUTS = ("msd", "nnunet", "folders")
-_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 @dataclass
@@ -162,10 +160,6 @@ def _as_paths(entry: Any, root: Path, where: str) -> list[Path]:
     raise ValueError(f"{where}: expected a file path or a list of file paths, found {entry!r}")
 
 
-def _case_name(path: Path) -> str:
-    return strip_nifti_suffix(path.name)
-
-
 def _from_msd(path: Path, content: dict[str, Any]) -> DatasetSpec:
     root = path.parent
     _require(content, ("training", "labels"), f"MSD dataset.json '{path}'")
@@ -181,13 +175,14 @@ def _from_msd(path: Path, content: dict[str, Any]) -> DatasetSpec:
         label = _as_paths(entry["label"], root, f"{where} 'label'")
         if len(label) != 1:
             raise ValueError(f"{where} 'label' must be one file path, found {entry['label']!r}")
-        cases.append(Case(name=_case_name(label[0]), images=images, label=label[0]))
+        cases.append(Case(name=case_name(label[0]), images=images, label=label[0]))
     test_cases = []
     for i, entry in enumerate(content.get("test", [])):
         if isinstance(entry, dict):  # some MSD-style files write tests as {"image": ...}
             entry = entry.get("image")
         images = _as_paths(entry, root, f"'{path}' test[{i}]")
-        test_cases.append(Case(name=_case_name(images[0]), images=images, label=_test_label(root, images)))
+        test_cases.append(Case(name=case_name(images[0], channel_suffix=True), images=images,
+                               label=_test_label(root, images)))
     if "modality" in content:
         channel_names = _channel_names(content["modality"], path, "modality")
     else:
@@ -199,9 +194,9 @@ def _from_msd(path: Path, content: dict[str, Any]) -> DatasetSpec:
 def _test_label(root: Path, images: list[Path]) -> Path | None:
     name = images[0].name
     candidates = [name]
-    match = _CHANNEL_SUFFIX.match(strip_nifti_suffix(name))
-    if match:
-        candidates.append(match["case"] + name[len(strip_nifti_suffix(name)):])
+    case, channel = split_channel(strip_nifti_suffix(name))
+    if channel is not None:
+        candidates.append(case + name[len(strip_nifti_suffix(name)):])
     for candidate in candidates:
         if (root / "labelsTs" / candidate).is_file():
             return root / "labelsTs" / candidate
@@ -214,11 +209,11 @@ def _group_channels(folder: Path, ending: str) -> dict[str, dict[int, Path]]:
     for file in sorted(folder.iterdir()):
         if file.name.startswith(".") or not file.name.endswith(ending):
             continue
-        match = _CHANNEL_SUFFIX.match(file.name[: -len(ending)])
-        if match is None:
+        case, channel = split_channel(file.name[: -len(ending)])
+        if channel is None:
             raise ValueError(f"image '{file}' is not named CASE_XXXX{ending} (XXXX = 4-digit channel index, "
                              f"e.g. case_001_0000{ending})")
-        groups.setdefault(match["case"], {})[int(match["channel"])] = file
+        groups.setdefault(case, {})[channel] = file
     return groups
 
 
@@ -265,14 +260,14 @@ def _from_nnunet(path: Path, content: dict[str, Any]) -> DatasetSpec:
 def _from_folders(root: Path) -> DatasetSpec:
     image_files = [f for f in sorted((root / "images").iterdir()) if is_nifti(f) and not f.name.startswith(".")]
     label_files = [f for f in sorted((root / "labels").iterdir()) if is_nifti(f) and not f.name.startswith(".")]
-    label_by_name = {_case_name(f): f for f in label_files}
+    label_by_name = {case_name(f): f for f in label_files}
     groups: dict[str, list[Path]] = {}
     for file in image_files:
-        name = _case_name(file)
-        match = _CHANNEL_SUFFIX.match(name)
-        key = match["case"] if match and match["case"] in label_by_name else name
+        name = case_name(file)
+        case = case_name(file, channel_suffix=True)
+        key = case if case != name and case in label_by_name else name
         groups.setdefault(key, []).append(file)  # sorted listing keeps _0000, _0001 ... in order
-    ending = label_files[0].name[len(_case_name(label_files[0])):] if label_files else ".nii.gz"
+    ending = label_files[0].name[len(case_name(label_files[0])):] if label_files else ".nii.gz"
     for name, file in label_by_name.items():  # a label without an image is listed: check reports it
         groups.setdefault(name, [root / "images" / file.name])
     cases = [Case(name=name, images=groups[name], label=label_by_name.get(name, root / "labels" / f"{name}{ending}"))

@@ -17,12 +17,10 @@ whose ``inverse`` (or :func:`invert_to_input_space`) puts a prediction back on t
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
@@ -49,16 +47,13 @@ from monai.transforms import (
     SqueezeDimd,
 )
 
-from seg._types import PathLike
-from seg.data._sampling import BG_SUFFIX, FG_SUFFIX, LeanCompose, PlainCopyd, SampledLabelIndicesd
+from seg.data.sampling import BG_SUFFIX, FG_SUFFIX, LeanCompose, PlainCopyd, SampledLabelIndicesd
+from seg.errors import check_option
+from seg.io import ras_spacing
+from seg.types import PathLike
 
 NORMALIZATIONS = ("zscore", "ct", "none")
 KEYS = ("image", "label")
-
-
-def _suggest(value: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(value, options, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass(frozen=True)
@@ -96,9 +91,7 @@ class Preprocessing:
         if self.spatial_dims < self.image_dims - 1 or self.spatial_dims > self.image_dims:
             raise ValueError(f"a {self.spatial_dims}D network cannot be trained on {self.image_dims}D images; "
                              f"use spatial_dims={self.image_dims}")
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"unknown normalization {self.normalization!r}; expected one of {NORMALIZATIONS}"
-                             + _suggest(self.normalization, NORMALIZATIONS))
+        check_option("normalization", self.normalization, NORMALIZATIONS)
         if self.normalization == "ct" and (self.ct_window is None or len(self.ct_window) != 2
                                            or not self.ct_window[0] < self.ct_window[1]):
             raise ValueError(f"normalization 'ct' needs ct_window [lo, hi] with lo < hi, got {self.ct_window}")
@@ -125,23 +118,6 @@ class Preprocessing:
             if kwargs.get(name) is not None:
                 kwargs[name] = tuple(kwargs[name])
         return cls(**kwargs)
-
-
-def ras_spacing(path: PathLike) -> tuple[float, ...]:
-    """Voxel spacing of a NIfTI file in RAS axis order, from its header only (no voxel data read).
-
-    Returns one value per spatial axis (2 for a 2D image, 3 otherwise; a 4th axis is ignored).
-    """
-    image = nib.load(str(path))
-    ndim = min(len(image.shape), 3)
-    zooms = image.header.get_zooms()[:ndim]
-    if ndim == 2:  # native 2D images are not reoriented (see Preprocessing.orientation)
-        return tuple(float(z) for z in zooms)
-    ornt = nib.io_orientation(image.affine)  # row i: (RAS axis of stored axis i, flip)
-    ras = [0.0] * ndim
-    for axis, zoom in enumerate(zooms):
-        ras[int(ornt[axis, 0])] = float(zoom)
-    return tuple(ras)
 
 
 def median_spacing(paths: Sequence[PathLike]) -> tuple[float, ...]:

@@ -13,25 +13,18 @@ float or uint8 label volume is never copied whole into int64 (this keeps their p
 
 from __future__ import annotations
 
-import difflib
-
 import torch
 
-from seg._types import Alpha
+from seg.errors import check_option
 from seg.losses._chunks import chunk_bounds, map_chunks
+from seg.losses.alpha import resolve_alpha
+from seg.types import Alpha
+
+__all__ = ["ACTIVATIONS", "REDUCTIONS", "alpha_vector", "check_labels", "check_multihot", "check_option",
+           "compute_dtype", "flatten_inputs"]
 
 ACTIVATIONS = ("softmax", "sigmoid")
 REDUCTIONS = ("mean", "sum", "none")
-
-
-def check_option(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``allowed``, else raise ``ValueError`` with a suggestion."""
-    if value in allowed:
-        return value
-    hint = difflib.get_close_matches(str(value), allowed, n=1)
-    raise ValueError(
-        f"unknown {name} {value!r}; expected one of {allowed}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-    )
 
 
 def compute_dtype(logits: torch.Tensor) -> torch.dtype:
@@ -169,31 +162,6 @@ def flatten_inputs(
 
 
 def alpha_vector(alpha: Alpha, num_classes: int, activation: str) -> torch.Tensor | None:
-    """Turn the user's α into a float64 vector ``(C,)``, or ``None`` for unweighted.
-
-    sigmoid: a scalar α applies to every channel; α_c weights channel c's positives, 1 − α_c its negatives.
-    softmax: α_c weights voxels of true class c; a scalar is allowed only for C = 2 and means ``[1 − α, α]``.
-    """
-    if alpha is None:
-        return None
-    values = torch.as_tensor(alpha, dtype=torch.float64).detach().cpu()
-    if values.ndim == 0:
-        if activation == "sigmoid":
-            values = values.repeat(num_classes)
-        elif num_classes == 2:
-            values = torch.stack([1 - values, values])
-        else:
-            raise ValueError(
-                f"a scalar alpha={float(values)} is ambiguous for softmax with C={num_classes} classes; "
-                f"pass one weight per class, a sequence of length {num_classes} (see seg.alpha for data-derived α)"
-            )
-    if values.ndim != 1 or values.numel() != num_classes:
-        raise ValueError(
-            f"alpha must be a scalar or have one value per class (length C={num_classes}), "
-            f"found shape {tuple(values.shape)}"
-        )
-    if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
-        raise ValueError(f"alpha values must be finite and >= 0, found {values.tolist()}")
-    if activation == "sigmoid" and bool((values > 1).any()):
-        raise ValueError(f"sigmoid alpha weights positives by α and negatives by 1 − α, so α must be in [0, 1]; found {values.tolist()}")
-    return values
+    """The user's α as a float64 vector ``(C,)``, or ``None`` for unweighted (:func:`seg.losses.alpha.resolve_alpha`)."""
+    values = resolve_alpha(alpha, num_classes, activation=activation)
+    return None if values is None else torch.tensor(values, dtype=torch.float64)

@@ -1,9 +1,11 @@
 """Focal + Dice in one pass: ``λ_focal · focal + λ_dice · (1 − Dice)``, both terms exposed for logging.
 
-Both terms share one activation and one background rule. MONAI's ``DiceFocalLoss`` does not: under
-``softmax=True`` its focal term still uses sigmoid (MONAI issue #8242). Here ``activation`` and
-``include_background`` mean exactly what they mean in :func:`seg.losses.focal_loss` and
-:func:`seg.losses.dice_loss`, and ``FocalDiceLoss(...).terms(x, y)["focal"]`` equals ``focal_loss(x, y, ...)``.
+Both terms share one activation. MONAI's ``DiceFocalLoss`` does not: under ``softmax=True`` its focal term still
+uses sigmoid (MONAI issue #8242). ``activation`` and ``include_background`` mean exactly what they mean in
+:func:`seg.losses.focal_loss` and :func:`seg.losses.dice_loss`, and ``FocalDiceLoss(...).terms(x, y)["focal"]`` equals
+``focal_loss(x, y, ...)``. ``dice_include_background`` gives the Dice term its own background rule: training uses
+``include_background=True, dice_include_background=False`` (nnU-Net's arrangement: the focal/CE term sees every
+voxel, so it sees every false positive; Dice covers the foreground classes).
 
 Written as one autograd function so the logits are read once per pass: forward computes the focal
 value and gradient and the Dice sums chunk by chunk; backward scales the focal gradient in place and
@@ -17,7 +19,6 @@ import math
 import torch
 from torch import nn
 
-from seg._types import Alpha
 from seg.losses._chunks import chunk_bounds, map_chunks
 from seg.losses._focal_chunk import FocalSpec, focal_chunk
 from seg.losses._targets import ACTIVATIONS, alpha_vector, check_option, compute_dtype, flatten_inputs
@@ -32,6 +33,7 @@ from seg.losses.dice import (
     dice_grad_into,
     dice_slopes,
 )
+from seg.types import Alpha
 
 
 class _FocalDiceFunction(torch.autograd.Function):
@@ -105,7 +107,9 @@ class FocalDiceLoss(nn.Module):
 
     Args:
         gamma, alpha, activation, include_background, ignore_index: as in :func:`seg.losses.focal_loss`;
-            ``activation``, ``include_background`` and ``ignore_index`` apply to the Dice term too.
+            ``activation``, ``ignore_index`` and (unless ``dice_include_background`` is given) ``include_background``
+            apply to the Dice term too.
+        dice_include_background: the Dice term's background rule; ``None``: ``include_background``.
         lambda_focal, lambda_dice: weights of the two terms (>= 0).
         batch, smooth: the Dice term's options, as in :func:`seg.losses.dice_loss`.
 
@@ -125,6 +129,7 @@ class FocalDiceLoss(nn.Module):
         ignore_index: int | None = None,
         batch: bool = False,
         smooth: float = 1e-5,
+        dice_include_background: bool | None = None,
     ) -> None:
         super().__init__()
         check_option("activation", activation, ACTIVATIONS)
@@ -135,6 +140,7 @@ class FocalDiceLoss(nn.Module):
         self.gamma, self.activation = float(gamma), activation
         self.lambda_focal, self.lambda_dice = float(lambda_focal), float(lambda_dice)
         self.include_background, self.ignore_index = include_background, ignore_index
+        self.dice_include_background = include_background if dice_include_background is None else dice_include_background
         self.batch, self.smooth = batch, float(smooth)
         alpha_tensor = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float64).detach().clone()
         if alpha_tensor is not None and alpha_tensor.ndim > 1:
@@ -144,14 +150,14 @@ class FocalDiceLoss(nn.Module):
     def terms(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"focal": …, "dice": …, "total": …}`` for ``logits (B, C, *spatial)`` and a target as in focal_loss."""
         x, flat_target, is_labels = flatten_inputs(logits, target, self.activation, self.ignore_index)
-        if not self.include_background and x.shape[1] == 1:
+        if not (self.include_background and self.dice_include_background) and x.shape[1] == 1:
             raise ValueError("include_background=False leaves no channel of a single-channel output; "
                              "set include_background=True")
         dtype = compute_dtype(logits)
         alpha = alpha_vector(self.alpha, x.shape[1], self.activation)
         focal = FocalSpec(self.gamma, None if alpha is None else alpha.to(device=x.device, dtype=dtype),
                           self.activation, self.include_background, self.ignore_index, "mean", is_labels, dtype)
-        dice = DiceSpec(self.activation, self.include_background, self.batch, self.smooth, self.ignore_index,
+        dice = DiceSpec(self.activation, self.dice_include_background, self.batch, self.smooth, self.ignore_index,
                         "mean", is_labels, dtype)
         focal_value, dice_value = _FocalDiceFunction.apply(x, flat_target, focal, dice)
         total = self.lambda_focal * focal_value + self.lambda_dice * dice_value
@@ -164,4 +170,4 @@ class FocalDiceLoss(nn.Module):
         alpha = None if self.alpha is None else self.alpha.tolist()
         return (f"gamma={self.gamma}, alpha={alpha}, activation={self.activation!r}, "
                 f"lambda_focal={self.lambda_focal}, lambda_dice={self.lambda_dice}, "
-                f"include_background={self.include_background}")
+                f"include_background={self.include_background}, dice_include_background={self.dice_include_background}")

@@ -3,7 +3,9 @@
 Every loss returned here has ``terms(logits, target) -> {"total", ...}`` so training logs each term
 separately. ``ce`` is focal loss with γ = 0 (exactly cross-entropy, α-weighted when α is given) and
 ``dice_ce`` is focal+Dice with γ = 0, so all five variants share one implementation of targets,
-α, ``ignore_index`` and background handling.
+α, ``ignore_index`` and background handling. The compounds are the fused :class:`FocalDiceLoss` (one pass over
+the logits), with the focal/CE term over every voxel and the Dice term over the foreground classes unless
+``include_background``: nnU-Net's ``DC_and_CE_loss`` arrangement.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from seg.errors import check_option
 from seg.losses.compound import FocalDiceLoss
 from seg.losses.dice import DiceLoss
 from seg.losses.focal import FocalLoss
@@ -54,13 +57,7 @@ def build_loss(
     ``batch_dice`` computes the Dice term over the whole batch as one volume (nnU-Net's ``batch_dice``):
     a patch without lesion then no longer scores 0 or 1 on its own.
     """
-    key = name.lower()
-    if key not in LOSSES:
-        import difflib
-
-        hint = difflib.get_close_matches(key, LOSSES, n=1)
-        raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}"
-                         + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    key = check_option("loss", name.lower(), LOSSES)
     if key in ("focal", "ce"):
         g = gamma if key == "focal" else 0.0
         return NamedTerms(key, FocalLoss(gamma=g, alpha=alpha, activation=activation))
@@ -68,31 +65,6 @@ def build_loss(
         return NamedTerms("dice", DiceLoss(activation=activation, include_background=include_background,
                                            batch=batch_dice))
     g = gamma if key == "focal_dice" else 0.0
-    if include_background:
-        return FocalDiceLoss(gamma=g, alpha=alpha, activation=activation, lambda_focal=lambda_focal,
-                             lambda_dice=lambda_dice, include_background=True, batch=batch_dice)
-    return FocalPlusForegroundDice(FocalLoss(gamma=g, alpha=alpha, activation=activation),
-                                   DiceLoss(activation=activation, include_background=False, batch=batch_dice),
-                                   lambda_focal, lambda_dice)
-
-
-class FocalPlusForegroundDice(nn.Module):
-    """Focal over every voxel + Dice over the foreground classes (nnU-Net's ``DC_and_CE_loss`` arrangement).
-
-    :class:`FocalDiceLoss` applies one background rule to both terms, as its API promises; with
-    ``include_background=False`` under softmax its focal term would skip every background voxel and so
-    never see a false positive. Training wants the focal/CE term on all voxels and Dice without the
-    background class, so this pairs the two separate losses (the fused one is used when both include it).
-    """
-
-    def __init__(self, focal: nn.Module, dice: nn.Module, lambda_focal: float, lambda_dice: float) -> None:
-        super().__init__()
-        self.focal, self.dice = focal, dice
-        self.lambda_focal, self.lambda_dice = float(lambda_focal), float(lambda_dice)
-
-    def terms(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        focal, dice = self.focal(logits, target), self.dice(logits, target)
-        return {"focal": focal, "dice": dice, "total": self.lambda_focal * focal + self.lambda_dice * dice}
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.terms(logits, target)["total"]
+    return FocalDiceLoss(gamma=g, alpha=alpha, activation=activation, lambda_focal=lambda_focal,
+                         lambda_dice=lambda_dice, include_background=True, dice_include_background=include_background,
+                         batch=batch_dice)

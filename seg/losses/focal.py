@@ -29,10 +29,10 @@ import math
 import torch
 from torch import nn
 
-from seg._types import Alpha
 from seg.losses._chunks import chunk_bounds, map_chunks
 from seg.losses._focal_chunk import FocalSpec, focal_chunk
 from seg.losses._targets import REDUCTIONS, alpha_vector, check_option, compute_dtype, flatten_inputs
+from seg.types import Alpha
 
 
 class _FocalFunction(torch.autograd.Function):

@@ -1,4 +1,4 @@
-"""Tests of seg.data.transforms (and the index sampler in seg.data._sampling) on tiny non-RAS NIfTI files."""
+"""Tests of seg.data.transforms (and the index sampler in seg.data.sampling) on tiny non-RAS NIfTI files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.data import MetaTensor, get_track_meta
 
-from seg.data._sampling import sampled_label_indices
+from seg.data.sampling import sampled_label_indices
 from seg.data.transforms import (
     Preprocessing,
     inference_transforms,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seg.losses import dice_loss, focal_loss
+from seg.losses import FocalDiceLoss, dice_loss, focal_loss
 from seg.losses.factory import build_loss
 
 
@@ -32,6 +32,23 @@ def test_focal_dice_keeps_background_voxels_in_the_focal_term(batch) -> None:
     torch.testing.assert_close(terms["focal"], focal)
     torch.testing.assert_close(terms["dice"], dice)
     torch.testing.assert_close(terms["total"], focal + 0.5 * dice)
+
+
+@pytest.mark.parametrize("labels_count", [2, 4])  # two classes take the fused binary path, four the general one
+def test_training_compounds_are_the_fused_loss_with_the_separate_losses_gradient(labels_count) -> None:
+    torch.manual_seed(3)
+    logits = torch.randn(2, labels_count, 6, 5, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, labels_count, (2, 1, 6, 5, 4))
+    alpha = torch.full((labels_count,), 1.0 / labels_count).tolist()
+    loss = build_loss("focal_dice", gamma=2.0, alpha=alpha, batch_dice=True)
+    assert isinstance(loss, FocalDiceLoss)  # what training runs is the fused, benchmarked loss
+    fused = loss.terms(logits, labels)["total"]
+    (grad_fused,) = torch.autograd.grad(fused, logits)
+    separate = (focal_loss(logits, labels, gamma=2.0, alpha=alpha)  # focal over every voxel
+                + dice_loss(logits, labels, include_background=False, batch=True))  # Dice on the foreground
+    (grad_separate,) = torch.autograd.grad(separate, logits)
+    torch.testing.assert_close(fused, separate)
+    torch.testing.assert_close(grad_fused, grad_separate)
 
 
 def test_dice_ce_is_cross_entropy_plus_foreground_dice(batch) -> None:

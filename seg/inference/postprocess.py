@@ -1,0 +1,67 @@
+"""Labels from predicted probabilities: argmax or threshold, then removal of small connected components.
+
+:func:`seg.inference.sliding_window.predict_labels` does the same slab by slab; :func:`postprocess` works on the whole
+``(B, K, *spatial)`` probabilities of :func:`seg.inference.sliding_window.predict_volume` (validation, ``seg-infer``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from seg.errors import check_option
+
+
+def to_labels(probabilities: torch.Tensor, activation: str, threshold: float) -> torch.Tensor:
+    if activation == "softmax":
+        if probabilities.shape[1] > 256:
+            raise ValueError(f"uint8 labels hold at most 256 classes, got K={probabilities.shape[1]}")
+        return probabilities.argmax(1).to(torch.uint8)  # (B, K, *spatial) -> (B, *spatial)
+    return (probabilities > threshold).to(torch.uint8)
+
+
+def postprocess(probabilities: torch.Tensor, *, activation: str = "softmax", threshold: float = 0.5,
+                min_size: int = 0) -> torch.Tensor:
+    """Labels from probabilities, optionally without small connected components.
+
+    Args:
+        probabilities: ``(B, K, *spatial)`` float, as returned by :func:`predict_volume`.
+        activation: ``"softmax"``: argmax over K; ``"sigmoid"``: each channel ``> threshold``.
+        threshold: sigmoid only.
+        min_size: per class (softmax, classes >= 1) or channel (sigmoid), connected components of fewer
+            voxels are set to 0 (background). Full connectivity (8 in 2D, 26 in 3D). 0 keeps everything.
+
+    Returns:
+        uint8 ``(B, *spatial)`` under softmax, ``(B, K, *spatial)`` under sigmoid.
+    """
+    check_option("activation", activation, ("softmax", "sigmoid"))
+    if probabilities.ndim < 3:
+        raise ValueError(f"probabilities must have shape (B, K, *spatial), got {tuple(probabilities.shape)}")
+    labels = to_labels(probabilities, activation, threshold)
+    return remove_small_components(labels, min_size, channels=activation == "sigmoid")
+
+
+def remove_small_components(labels: torch.Tensor, min_size: int, *, channels: bool) -> torch.Tensor:
+    """Zero components under ``min_size`` voxels in uint8 ``(B, *spatial)`` labels or ``(B, K, *spatial)`` masks.
+
+    Written with scipy.ndimage.label + bincount rather than skimage's remove_small_objects, whose size
+    keyword changed meaning in 0.26 (min_size "strictly smaller" -> max_size "smaller or equal").
+    """
+    if min_size < 0:
+        raise ValueError(f"min_size must be >= 0, got {min_size}")
+    if min_size <= 1:
+        return labels
+    array = labels.cpu().numpy()
+    maps = array.reshape(-1, *array.shape[2:]) if channels else array  # one binary or label map per entry
+    structure = ndimage.generate_binary_structure(maps.ndim - 1, maps.ndim - 1)
+    for volume in maps:
+        for value in np.unique(volume):
+            if value == 0:
+                continue
+            components, _ = ndimage.label(volume == value, structure=structure)
+            sizes = np.bincount(components.ravel())
+            small = sizes < min_size
+            small[0] = False
+            volume[small[components]] = 0
+    return torch.from_numpy(array).to(labels.device)

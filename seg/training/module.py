@@ -1,0 +1,247 @@
+"""The LightningModule: network + loss + validation metrics + optimiser, nothing else.
+
+``SegModule`` trains a 2D or 3D U-Net (:mod:`seg.networks`) with a loss by name (:mod:`seg.losses.factory`)
+and α given by hand or derived from the training split's class frequencies (``alpha="auto"``, via
+:mod:`seg.losses.alpha`). Validation predicts whole volumes by sliding window and logs Dice, lesion-wise F1 and
+every loss term. Everything inference needs is stored in the checkpoint under ``"seg"``
+(see :func:`SegModule.inference_spec`), as plain types, so checkpoints load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from seg.errors import check_option
+from seg.inference.checkpoint import InferenceSpec
+from seg.inference.postprocess import postprocess
+from seg.losses.alpha import METHODS, resolve_alpha
+from seg.losses.factory import LOSSES, build_loss
+from seg.networks import (
+    NetworkConfig,
+    build_network,
+    cpu_layout,
+    deep_supervision_outputs,
+    downsample_labels,
+    window_network,
+)
+from seg.training.tally import ValidationTally, sliding_window_logits
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("poly", "cosine", "constant")
+
+
+class SegModule(pl.LightningModule):
+    """Train a lesion segmenter.
+
+    Args:
+        network: network name (``dynunet``, ``unet``, ``basicunet``).
+        channels: features per U-Net level.
+        spatial_dims, in_channels, num_classes: linked from the data module by the CLI.
+        loss: one of ``focal``, ``dice``, ``focal_dice``, ``ce``, ``dice_ce``.
+        gamma: focal γ (ignored by ``ce``/``dice_ce``/``dice``).
+        alpha: ``None`` (unweighted), a number, a per-class list, or ``"auto"``: derived from the training
+            split's class frequencies with ``alpha_method`` (see :mod:`seg.losses.alpha` for the one α semantics).
+        alpha_method: method for ``alpha="auto"`` (see ``seg.alpha.METHODS``).
+        lambda_focal, lambda_dice: weights of the compound's terms.
+        include_background: whether the Dice term covers class 0.
+        batch_dice: Dice over the whole batch as one volume (nnU-Net's ``batch_dice``) instead of per sample.
+        deep_supervision: DynUNet heads compared with max-pooled targets (nnU-Net weights 1/2^i).
+        optimizer: ``adamw`` or ``sgd`` (Nesterov, momentum 0.99, as nnU-Net); schedule: ``poly`` (power 0.9),
+            ``cosine`` or ``constant``; per optimiser step.
+        roi_size: sliding-window ROI for validation (linked from the data module's patch size).
+        sw_batch_size, sw_overlap: sliding-window batch and overlap for validation.
+        min_size: postprocessing: predicted components under this many voxels are removed, in validation
+            and (stored in the checkpoint) at inference, as nnU-Net's postprocessing step does.
+    """
+
+    def __init__(
+        self,
+        network: str = "dynunet",
+        channels: Sequence[int] = (16, 32, 64, 128),
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        loss: str = "focal_dice",
+        gamma: float = 2.0,
+        alpha: float | list[float] | str | None = "auto",
+        alpha_method: str = "inverse_sqrt",
+        lambda_focal: float = 1.0,
+        lambda_dice: float = 1.0,
+        include_background: bool = False,
+        batch_dice: bool = False,
+        deep_supervision: bool = False,
+        optimizer: str = "adamw",
+        lr: float = 3e-3,
+        weight_decay: float = 1e-5,
+        schedule: str = "poly",
+        roi_size: Sequence[int] | None = None,
+        sw_batch_size: int = 4,
+        sw_overlap: float = 0.25,
+        min_size: int = 0,
+    ) -> None:
+        super().__init__()
+        check_option("loss", loss.lower(), LOSSES)
+        check_option("optimizer", optimizer, OPTIMIZERS)
+        check_option("schedule", schedule, SCHEDULES)
+        if alpha == "auto":  # resolved from the training split's class counts in setup()
+            check_option("alpha_method", alpha_method, METHODS)
+        self.save_hyperparameters()
+        self.network_config = NetworkConfig(
+            name=network, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes,
+            channels=list(channels), deep_supervision=deep_supervision,
+        )
+        self.network = build_network(self.network_config)
+        self.alpha_values: list[float] | None = None if alpha == "auto" else resolve_alpha(alpha, num_classes)
+        self.class_counts: list[float] | None = None
+        self.preprocessing: dict = {}
+        self.label_names: dict[int, str] = {}
+        self.criterion = self._make_criterion()
+        self._tally = ValidationTally(num_classes)
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _make_criterion(self) -> torch.nn.Module:
+        hp = self.hparams
+        return build_loss(hp.loss, gamma=hp.gamma, alpha=self.alpha_values, activation="softmax",
+                          include_background=hp.include_background, lambda_focal=hp.lambda_focal,
+                          lambda_dice=hp.lambda_dice, batch_dice=hp.get("batch_dice", False))
+
+    def setup(self, stage: str) -> None:
+        if self.trainer.strategy.root_device.type == "cpu":  # before the strategy moves or wraps the network
+            cpu_layout(self.network, self.hparams.spatial_dims)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        self.preprocessing = dict(getattr(datamodule, "preprocessing", {}))
+        self.label_names = {int(k): str(v) for k, v in getattr(datamodule, "label_names", {}).items()}
+        if self.class_counts is None:
+            self.class_counts = np.asarray(datamodule.class_counts(), dtype=np.float64).tolist()
+        if self.hparams.alpha == "auto":
+            self.alpha_values = resolve_alpha("auto", self.hparams.num_classes, method=self.hparams.alpha_method,
+                                              counts=self.class_counts)
+            self.criterion = self._make_criterion()
+        world = self.trainer.world_size
+        rank = f"rank {self.trainer.global_rank}/{world}: " if world > 1 else ""
+        # one write with its newline (end=""): under DDP the ranks share stdout, and print's separate write of
+        # the newline (unbuffered stdout, PYTHONUNBUFFERED) let another rank's line land in between
+        print(f"{rank}alpha {self.alpha_values} ({self.hparams.alpha_method if self.hparams.alpha == 'auto' else 'given'})"
+              f", training-split class counts {[int(c) for c in self.class_counts]}\n", end="", flush=True)
+
+    def on_fit_start(self) -> None:
+        """Under DDP, make sure every rank derived the same α (the split and the counting are deterministic)."""
+        if self.trainer.world_size < 2 or self.alpha_values is None:
+            return
+        mine = torch.tensor(self.alpha_values, dtype=torch.float64, device=self.device)
+        gathered = self.all_gather(mine)  # (world, C)
+        if not torch.equal(gathered, mine.expand_as(gathered)):
+            raise RuntimeError(f"ranks derived different alpha values: {gathered.tolist()}")
+
+    def inference_spec(self) -> InferenceSpec:
+        """Everything inference needs (stored in checkpoints as ``InferenceSpec.to_dict()``)."""
+        hp = self.hparams
+        return InferenceSpec(
+            network=self.network_config, activation="softmax",
+            roi_size=list(hp.roi_size) if hp.roi_size else None, preprocessing=self.preprocessing,
+            label_names={str(k): v for k, v in self.label_names.items()}, loss=hp.loss, gamma=float(hp.gamma),
+            alpha=self.alpha_values, alpha_method=hp.alpha_method if hp.alpha == "auto" else "given",
+            class_counts=self.class_counts, postprocessing={"min_size": int(hp.min_size)},
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["seg"] = self.inference_spec().to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        spec = checkpoint.get("seg") or {}
+        if spec.get("alpha") is not None:  # resume: the α the run started with, not a recount
+            self.alpha_values = list(spec["alpha"])
+            self.criterion = self._make_criterion()
+
+    # ----------------------------------------------------------------------------------- training
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network(image)
+
+    def _loss_terms(self, output: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = deep_supervision_outputs(self.network, output) if self.hparams.deep_supervision else [output]
+        terms = self.criterion.terms(outputs[0], label)
+        if len(outputs) > 1:  # nnU-Net weights 1, 1/2, 1/4, ... normalised; coarsest head dropped
+            weights = [0.5**i for i in range(len(outputs))]
+            weights[-1] = 0.0
+            total = weights[0] * terms["total"]
+            for w, out in zip(weights[1:], outputs[1:], strict=True):
+                if w > 0:
+                    total = total + w * self.criterion.terms(out, downsample_labels(label, out.shape[2:]))["total"]
+            terms = {**terms, "total": total / sum(weights)}
+        return terms
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        image, label = _plain(batch["image"]), _plain(batch["label"])
+        terms = self._loss_terms(self.network(image), label)
+        _check_finite(terms, self.global_step)
+        for name, value in terms.items():
+            self.log(f"train/{'loss' if name == 'total' else name}", value.detach(), prog_bar=name == "total",
+                     on_step=True, on_epoch=True, batch_size=image.shape[0], sync_dist=True)
+        return terms["total"]
+
+    # --------------------------------------------------------------------------------- validation
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        image, label = _plain(batch["image"]), _plain(batch["label"])
+        roi = list(self.hparams.roi_size) if self.hparams.roi_size else list(image.shape[2:])
+        network, roi = window_network(self.network, self.hparams.spatial_dims, image, roi)
+        logits = sliding_window_logits(network, image, roi, overlap=self.hparams.sw_overlap,
+                                       batch_size=self.hparams.sw_batch_size)
+        terms = self.criterion.terms(logits, label)
+        for name, value in terms.items():
+            self.log(f"val/{'loss' if name == 'total' else name}", value, on_epoch=True, sync_dist=True,
+                     batch_size=1)
+        prediction = logits.argmax(1)
+        if self.hparams.min_size > 0:
+            prediction = postprocess(torch.softmax(logits, 1), min_size=self.hparams.min_size)
+        self._tally.update(prediction, label[:, 0].long())
+
+    def on_validation_epoch_start(self) -> None:
+        self._tally.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        totals = self.trainer.strategy.reduce(self._tally.as_tensor(self.device), reduce_op="sum")
+        for name, value in self._tally.summarise(totals).items():
+            # already summed over ranks above; sync_dist=True then averages identical values (a no-op)
+            self.log(f"val/{name}", value, prog_bar=name in ("dice", "lesion_f1"), sync_dist=True)
+
+    # ---------------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=0.99, nesterov=True,
+                                  weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.schedule == "constant":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if hp.schedule == "poly":
+            sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=total, power=0.9)
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    """MONAI MetaTensor -> plain tensor (metadata is not needed past the data pipeline, and costs time)."""
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
+
+
+def _check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
+    """Stop training with a message naming the step and the loss term that went non-finite."""
+    total = terms["total"]
+    if bool(torch.isfinite(total)):
+        return
+    bad = [f"{k}={v.item()}" for k, v in terms.items() if k != "total" and not math.isfinite(v.item())]
+    raise FloatingPointError(
+        f"non-finite loss at global step {step}: total={total.item()}"
+        + (f" (non-finite term: {', '.join(bad)})" if bad else "")
+        + "; lower the learning rate or check the inputs for NaN/inf voxels"
+    )

@@ -1,0 +1,124 @@
+"""The run directory and the fit loop around Lightning's Trainer.
+
+A run directory holds::
+
+    RUN/best.ckpt, RUN/last.ckpt     checkpoints (best by --monitor, default val/lesion_f1)
+    RUN/config.yaml                  the resolved config (LightningCLI's SaveConfigCallback)
+    RUN/alpha.json                   α used, its method and the class counts it came from (seg.losses.alpha.load_alpha)
+    RUN/class_frequencies.json       training-split class counts (cached by the data module)
+    RUN/metrics.csv, RUN/events.*    CSV and TensorBoard logs
+    RUN/training_curves.png          loss terms and validation metrics at the end
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from seg.errors import check_option
+from seg.inference.checkpoint import load_checkpoint
+from seg.io import atomic_path, write_json
+from seg.losses.alpha import ALPHA_FILE, save_alpha
+from seg.training.curves import plot_training_curves
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning writes checkpoints in place; a kill mid-write would leave a truncated ``last.ckpt`` that
+    ``--resume`` cannot read. Write to a temporary file in the same folder and rename instead."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+def run_loggers(run_dir: Path) -> list:
+    """TensorBoard and CSV loggers writing straight into ``run_dir``."""
+    return [
+        TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False),
+        CSVLogger(save_dir=str(run_dir), name="", version=""),
+    ]
+
+
+class StepTimer(Callback):
+    """Seconds per training step and the share spent waiting for data (time between steps).
+
+    Lightning's profilers report the same split but print pages of tables; this keeps two numbers, written
+    to ``RUN/step_timing.json`` and printed at the end of training.
+    """
+
+    def __init__(self) -> None:
+        self.compute = 0.0
+        self.waiting = 0.0
+        self.steps = 0
+        self._last_end: float | None = None
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._last_end = time.perf_counter()  # the first batch's loading counts as waiting
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+        if self._last_end is not None:
+            self.waiting += self._start - self._last_end
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._last_end = time.perf_counter()
+        self.compute += self._last_end - self._start
+        self.steps += 1
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._last_end = None  # validation time is neither step nor data wait
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._last_end = time.perf_counter()
+
+    def summary(self) -> dict[str, float]:
+        total = self.compute + self.waiting
+        return {"steps": self.steps, "seconds_per_step": total / max(self.steps, 1),
+                "data_wait_share": self.waiting / total if total else 0.0}
+
+
+def run_callbacks(run_dir: Path, monitor: str = "val/lesion_f1", mode: str = "max", *,
+                  progress_bar: bool = True) -> list:
+    check_option("--monitor-mode", mode, ("max", "min"))
+    callbacks = [
+        ModelCheckpoint(dirpath=str(run_dir), filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                        save_last=True, enable_version_counter=False, auto_insert_metric_name=False),
+        LearningRateMonitor(logging_interval="step"),
+        StepTimer(),
+    ]
+    return callbacks + ([TQDMProgressBar(refresh_rate=5)] if progress_bar else [])
+
+
+def fit(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule, run_dir: Path,
+        *, resume: bool = False) -> Path:
+    """Train (or resume from ``run_dir/last.ckpt``), then write α and the training-curve figure."""
+    ckpt_path = None
+    if resume:
+        last = run_dir / "last.ckpt"
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at '{last}' (train without --resume first)")
+        load_checkpoint(last)  # refuses unsafe files with a clear message before Lightning sees them
+        ckpt_path = str(last)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if trainer.is_global_zero:
+        spec = model.inference_spec()
+        save_alpha(run_dir / ALPHA_FILE, spec.class_counts, spec.alpha, spec.alpha_method,
+                   label_names=spec.label_names)
+        timers = [c for c in trainer.callbacks if isinstance(c, StepTimer)]
+        if timers and timers[0].steps:
+            timing = timers[0].summary()
+            write_json(run_dir / "step_timing.json", timing)
+            print(f"training: {timing['steps']} steps, {timing['seconds_per_step']:.3f} s/step, "
+                  f"{100 * timing['data_wait_share']:.1f} % of it waiting for data")
+        metrics_csv = run_dir / "metrics.csv"
+        if metrics_csv.is_file():
+            plot_training_curves(metrics_csv, run_dir / "training_curves.png")
+        print(f"run directory: {run_dir}  (best: {run_dir / 'best.ckpt'}, curves: "
+              f"{run_dir / 'training_curves.png'})")
+    return run_dir
