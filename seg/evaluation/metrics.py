@@ -9,29 +9,40 @@ Voxel metrics, on binary masks ``(*spatial)``:
       evaluation summary reports how many cases were skipped).
     - Surface Dice at ``tolerance`` mm (MONAI, Nikolov et al. 2021): both empty -> 1.0, one empty -> 0.0.
 
-Lesion-wise metrics (:func:`lesion_metrics`): lesions are connected components, full connectivity by
-default (26 neighbours in 3D, 8 in 2D). A ground-truth (GT) lesion is *detected* (TP) when a predicted
-component overlaps it after dilating that lesion by ``dilation`` voxels (as the BraTS-2023 lesion-wise
-metrics do); otherwise it is a FN. A predicted component that overlaps no dilated GT lesion is a FP.
-TP and FN count GT lesions, FP counts predicted components (the BraTS convention), so
-F1 = 2TP / (2TP + FP + FN), sensitivity = TP / (TP + FN), precision = TP / (TP + FP).
-Empty cases: a ratio whose denominator is 0 is 1.0 (vacuously perfect: no GT and no prediction gives
-F1 = sensitivity = precision = 1; no GT with predictions gives sensitivity 1, precision 0, F1 0, and every
-predicted component is a FP). Unlike BraTS-2023, GT lesions that touch only after dilation are *not*
-merged: the lesion count does not depend on ``dilation``.
-Per-lesion Dice: Dice of one GT lesion (undilated) against the union of the predicted components that
-overlap its dilated region (0 for a missed lesion).
+Lesion-wise metrics (:func:`lesion_metrics`): lesions are connected components, full connectivity by default (26
+neighbours in 3D, 8 in 2D). A matching rule (``matching``; algorithms and sources in :mod:`seg.evaluation.matching`)
+decides which ground-truth (GT) lesions are detected and which predicted components are true positives (TP):
+    - ``msseg`` (default): MSSEG-2016 (Commowick et al., 2018, Sci. Rep. 8:13650; Anima ``animaSegPerfAnalyzer``).
+      A lesion is detected when predicted components cover more than alpha (0.10) of it and none of those making up
+      gamma (0.65) of that cover lies more than beta (0.70) outside the GT; the same test with GT and prediction
+      swapped decides each component. A blob covering the whole brain detects nothing and is a FP.
+    - ``iou``: one-to-one at IoU >= ``iou_threshold`` (0.5), greedy by IoU (panoptica's ``NaiveThresholdMatching``).
+    - ``overlap``: any overlap after dilating each GT lesion by ``dilation`` voxels (BraTS-2023, WMH-2017); a blob
+      over the brain finds every lesion and is no FP. ``dilation`` applies to this rule only (the others ignore it).
+      Unlike BraTS-2023, GT lesions that touch only after dilation are *not* merged.
+Counts: ``tp`` and ``fn`` count counted GT lesions (detected, missed); ``tp_pred`` counts the predicted components
+that are TP, ``fp`` those that are neither TP nor ignored (below). Scores: sensitivity S = tp / (tp + fn).
+``msseg`` and ``iou``: precision P = tp_pred / (tp_pred + fp), F1 = 2PS / (P + S) (0 when P + S = 0); for ``iou``
+tp_pred = tp, so F1 = 2tp / (2tp + fp + fn). ``overlap`` keeps the BraTS convention, tp counting GT lesions on both
+sides: P = tp / (tp + fp), F1 = 2tp / (2tp + fp + fn). Empty cases: a ratio whose denominator is 0 is 1.0
+(vacuously perfect: no GT and no prediction gives F1 = S = P = 1; no GT with predictions gives S 1, P 0, F1 0, and
+every predicted component is a FP).
+Per-lesion Dice: Dice of one GT lesion (undilated) against the prediction that detects it (``overlap``: the union of
+the components overlapping its dilated region; ``msseg``: the union of the components overlapping it with at most
+beta of their voxels outside the GT; ``iou``: the matched component), 0 for a missed lesion. ``lesion_wise_dice``:
+BraTS-2023's lesion-wise Dice (``get_LesionWiseScores``/``get_LesionWiseResults``), the sum of per-lesion Dice over
+TP GT lesions / (tp + fn + fp); 1.0 when tp + fn + fp = 0.
 
 Minimum lesion size (``min_lesion_size`` voxels, 0 = off), as the BraTS-2023 lesion-wise metrics do it
-(``get_LesionWiseScores``/``get_LesionWiseResults`` in rachitsaluja/BraTS-2023-Metrics, by the author
-of brats_val_2023; GLI/SSA/PED/MEN threshold 50, MET 2): a GT lesion smaller than ``min_lesion_size`` is *ignored*,
-neither TP nor FN, absent from the counts, sensitivities, size bins, per-lesion Dice and ``lesions``. A predicted
-component overlapping an ignored lesion (dilated as above) is not a FP; it detects nothing unless it also overlaps a
-counted lesion. Predicted components are not filtered by size (nor are they in BraTS): one of any size that overlaps no
-dilated GT lesion is a FP, and a small one can detect a counted lesion. Differences from BraTS: the size is the
-voxel count of the unmerged GT component (BraTS: mm³ of the lesion merged by dilation, = voxels on its 1 mm grid),
-and a lesion of exactly ``min_lesion_size`` voxels counts (BraTS drops volume <= T, i.e. ``min_lesion_size`` T+1).
-A case whose GT lesions are all ignored is a case without GT lesions (ratios above). Voxel metrics ignore it.
+(rachitsaluja/BraTS-2023-Metrics, by the author of brats_val_2023; GLI/SSA/PED/MEN threshold 50, MET 2): a GT lesion
+smaller than ``min_lesion_size`` is *ignored*, neither TP nor FN, absent from the counts, sensitivities, size bins,
+per-lesion Dice and ``lesions``. Under every rule a predicted component that is not a TP and overlaps ignored
+lesions only (dilated, for ``overlap``) is ignored too: neither TP nor FP (``n_pred_lesions_ignored``); ``msseg``
+and ``iou`` match against counted lesions only (ignored ones are background). Predicted components are not filtered
+by size (nor are they in BraTS). Differences from BraTS: the size is the voxel count of the unmerged GT component
+(BraTS: mm³ of the lesion merged by dilation, = voxels on its 1 mm grid), and a lesion of exactly
+``min_lesion_size`` voxels counts (BraTS drops volume <= T, i.e. ``min_lesion_size`` T+1). A case whose GT lesions
+are all ignored is a case without GT lesions (ratios above). Voxel metrics ignore it.
 """
 
 from __future__ import annotations
@@ -46,8 +57,7 @@ from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 from scipy import ndimage
 
 from seg.evaluation.calibration import CalibrationAccumulator, expected_calibration_error  # noqa: F401 (re-export)
-
-_NEIGHBOURS_TO_RANK = {2: {4: 1, 8: 2}, 3: {6: 1, 18: 2, 26: 3}}
+from seg.evaluation.matching import check_matching_options, connectivity_structure, match_lesions
 
 
 def _as_bool(mask: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -145,24 +155,8 @@ def surface_dice(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tens
     return float(value[0, 0])
 
 
-def connectivity_structure(ndim: int, connectivity: int | None) -> np.ndarray:
-    """Structuring element for ``connectivity`` given as a neighbour count (4/8 in 2D, 6/18/26 in 3D).
-
-    ``None`` means full connectivity (8 in 2D, 26 in 3D).
-    """
-    choices = _NEIGHBOURS_TO_RANK[ndim]
-    if connectivity is None:
-        rank = ndim
-    elif connectivity in choices:
-        rank = choices[connectivity]
-    else:
-        raise ValueError(f"connectivity {connectivity!r} is not valid in {ndim}D; expected one of "
-                         f"{sorted(choices)} (neighbour count) or None for full connectivity")
-    return ndimage.generate_binary_structure(ndim, rank)
-
-
 def size_bin_names(size_bins: Sequence[float]) -> list[str]:
-    """Names of the size bins ``[0, b0), [b0, b1), ..., [bn, inf)``: ``["0-10", "10-100", "100-inf"]``."""
+    """Names of the size bins ``[0, b0), [b0, b1), ..., [bn, inf)``: ``["0-30", "30-300", "300-inf"]``."""
     edges = [0.0, *size_bins, float("inf")]
     return [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
@@ -171,107 +165,120 @@ def _ratio(numerator: float, denominator: float) -> float:
     return 1.0 if denominator == 0 else numerator / denominator
 
 
-def detection_scores(tp: float, fp: float, fn: float) -> dict[str, float]:
-    """F1, sensitivity and precision from lesion counts; a zero denominator gives 1.0 (vacuously perfect)."""
-    return {"lesion_f1": _ratio(2 * tp, 2 * tp + fp + fn), "lesion_sensitivity": _ratio(tp, tp + fn),
-            "lesion_precision": _ratio(tp, tp + fp)}
+def detection_scores(tp: float, fp: float, fn: float, tp_pred: float | None = None) -> dict[str, float]:
+    """Lesion F1, sensitivity and precision from counts (formulas in the module docstring).
 
-
-def lesion_metrics(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tensor, *,
-                   spacing: Sequence[float] | None = None, dilation: int = 0, connectivity: int | None = None,
-                   size_bins: Sequence[float] = (10, 100), size_unit: str = "voxels",
-                   min_lesion_size: int = 0) -> dict[str, Any]:
-    """Lesion-wise detection metrics of one case (definitions in the module docstring).
-
-    Args:
-        pred: binary prediction ``(*spatial)``, 2D or 3D, any dtype (non-zero = lesion).
-        label: binary ground truth, same shape.
-        spacing: voxel size in mm per spatial axis (for lesion volumes in mm³); default 1.
-        dilation: dilate each GT lesion by this many voxels (with the connectivity's structure) before
-            testing overlap. 0 = plain overlap.
-        connectivity: neighbour count (4/8 in 2D, 6/18/26 in 3D); None = full.
-        size_bins: increasing bin edges for sensitivity by lesion size, in ``size_unit``.
-        size_unit: ``"voxels"`` or ``"mm3"``.
-        min_lesion_size: GT lesions with fewer voxels are ignored (module docstring); 0 = every lesion counts.
-
-    Returns:
-        dict with counts ``n_gt_lesions`` (counted GT lesions, = tp + fn), ``n_gt_lesions_ignored`` (GT lesions
-        under ``min_lesion_size``), ``n_pred_lesions`` (every predicted component, = components overlapping a
-        counted lesion + ``n_pred_lesions_ignored`` (overlapping ignored lesions only) + fp), ``tp``, ``fp``,
-        ``fn``; scores ``lesion_f1``,
-        ``lesion_sensitivity``, ``lesion_precision``; ``fp_per_volume`` (= fp for one case);
-        ``lesion_dice_mean`` (mean per-lesion Dice, NaN without counted GT lesions); ``size_bins`` {bin name:
-        {"tp", "fn", "sensitivity"}} (sensitivity NaN for an empty bin); ``lesions``: one dict per counted GT
-        lesion {"size_voxels", "size_mm3", "detected", "dice"}.
+    ``tp_pred`` None (or equal to ``tp``): the ``overlap``/BraTS formulas, F1 = 2tp / (2tp + fp + fn); otherwise
+    precision = tp_pred / (tp_pred + fp) and F1 their harmonic mean. A zero denominator gives 1.0 (vacuously perfect).
     """
+    sensitivity = _ratio(tp, tp + fn)
+    if tp_pred is None or tp_pred == tp:
+        return {"lesion_f1": _ratio(2 * tp, 2 * tp + fp + fn), "lesion_sensitivity": sensitivity,
+                "lesion_precision": _ratio(tp, tp + fp)}
+    precision = _ratio(tp_pred, tp_pred + fp)
+    f1 = 0.0 if precision + sensitivity == 0 else 2 * precision * sensitivity / (precision + sensitivity)
+    return {"lesion_f1": f1, "lesion_sensitivity": sensitivity, "lesion_precision": precision}
+
+
+def check_lesion_options(*, matching: str = "msseg", iou_threshold: float = 0.5, msseg_alpha: float = 0.1,
+                         msseg_beta: float = 0.7, msseg_gamma: float = 0.65, dilation: int = 0,
+                         size_bins: Sequence[float] = (30, 300), size_unit: str = "voxels",
+                         min_lesion_size: int = 0) -> None:
+    """Raise ``ValueError`` for an invalid option of :func:`lesion_metrics` (so callers can check before any I/O)."""
+    check_matching_options(matching, iou_threshold=iou_threshold, alpha=msseg_alpha, beta=msseg_beta,
+                           gamma=msseg_gamma, dilation=dilation)
     if size_unit not in ("voxels", "mm3"):
         raise ValueError(f"size_unit must be 'voxels' or 'mm3', got {size_unit!r}")
-    if dilation < 0:
-        raise ValueError(f"dilation must be >= 0 voxels, got {dilation}")
     if min_lesion_size < 0:
         raise ValueError(f"min_lesion_size must be >= 0 voxels (0 = off), got {min_lesion_size}")
     if list(size_bins) != sorted(size_bins) or any(b <= 0 for b in size_bins):
         raise ValueError(f"size_bins must be positive and increasing, got {tuple(size_bins)}")
+
+
+def _size_bins(lesions: list[dict[str, Any]], size_bins: Sequence[float], size_unit: str) -> dict[str, dict]:
+    sizes = np.array([lesion["size_voxels" if size_unit == "voxels" else "size_mm3"] for lesion in lesions])
+    which = np.digitize(sizes, size_bins) if lesions else np.zeros(0, dtype=int)
+    detected = np.array([lesion["detected"] for lesion in lesions], dtype=bool)
+    bins: dict[str, dict[str, float]] = {}
+    for b, name in enumerate(size_bin_names(size_bins)):
+        tp_b, fn_b = int(detected[which == b].sum()), int((~detected[which == b]).sum())
+        bins[name] = {"tp": tp_b, "fn": fn_b, "sensitivity": tp_b / (tp_b + fn_b) if tp_b + fn_b else float("nan")}
+    return bins
+
+
+def lesion_metrics(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tensor, *, matching: str = "msseg",
+                   iou_threshold: float = 0.5, msseg_alpha: float = 0.1, msseg_beta: float = 0.7,
+                   msseg_gamma: float = 0.65, spacing: Sequence[float] | None = None, dilation: int = 0,
+                   connectivity: int | None = None, size_bins: Sequence[float] = (30, 300),
+                   size_unit: str = "voxels", min_lesion_size: int = 0) -> dict[str, Any]:
+    """Lesion-wise detection metrics of one case (definitions in the module docstring).
+
+    Args:
+        pred, label: binary prediction and ground truth ``(*spatial)``, 2D or 3D, any dtype (non-zero = lesion).
+        matching: ``"msseg"``, ``"iou"`` or ``"overlap"`` (:mod:`seg.evaluation.matching`).
+        iou_threshold: IoU a pair needs under ``iou`` (>=); 0.1 is common for tiny lesions.
+        msseg_alpha, msseg_beta, msseg_gamma: the MSSEG-2016 thresholds (min cover > alpha, max outside share beta,
+            share gamma of the cover that is checked).
+        spacing: voxel size in mm per spatial axis (for lesion volumes in mm³); default 1.
+        dilation: under ``overlap``, dilate each GT lesion by this many voxels (with the connectivity's structure)
+            before testing overlap; 0 = plain overlap. The other rules ignore it.
+        connectivity: neighbour count (4/8 in 2D, 6/18/26 in 3D); None = full.
+        size_bins, size_unit: increasing bin edges for sensitivity by lesion size, in ``"voxels"`` or ``"mm3"``.
+        min_lesion_size: GT lesions with fewer voxels are ignored (module docstring); 0 = every lesion counts.
+
+    Returns:
+        dict with ``matching`` (the rule), counts ``n_gt_lesions`` (counted GT lesions, = tp + fn),
+        ``n_gt_lesions_ignored`` (GT lesions under ``min_lesion_size``), ``n_pred_lesions`` (every predicted component,
+        = tp_pred + ``n_pred_lesions_ignored`` + fp), ``tp``, ``fp``, ``fn``, ``tp_pred``; scores ``lesion_f1``,
+        ``lesion_sensitivity``, ``lesion_precision``, ``lesion_wise_dice``; ``fp_per_volume`` (= fp for one case);
+        ``lesion_dice_mean`` (mean per-lesion Dice, NaN without counted GT lesions); ``size_bins`` {bin name:
+        {"tp", "fn", "sensitivity"}} (sensitivity NaN for an empty bin); ``lesions``: one dict per counted GT
+        lesion {"size_voxels", "size_mm3", "detected", "dice"}.
+    """
+    check_lesion_options(matching=matching, iou_threshold=iou_threshold, msseg_alpha=msseg_alpha,
+                         msseg_beta=msseg_beta, msseg_gamma=msseg_gamma, dilation=dilation, size_bins=size_bins,
+                         size_unit=size_unit, min_lesion_size=min_lesion_size)
     p, g = _as_bool(pred), _as_bool(label)
     _check_pair(p, g)
     voxel_mm3 = 1.0 if spacing is None else float(np.prod(spacing))
     structure = connectivity_structure(g.ndim, connectivity)
     gt_cc, n_gt = ndimage.label(g, structure=structure)
     pred_cc, n_pred = ndimage.label(p, structure=structure)
-    pred_sizes = np.bincount(pred_cc.ravel(), minlength=n_pred + 1)
-
-    lesions: list[dict[str, Any]] = []
-    matched_pred = np.zeros(n_pred + 1, dtype=bool)  # overlaps a counted GT lesion
-    on_ignored = np.zeros(n_pred + 1, dtype=bool)  # overlaps a GT lesion under min_lesion_size
-    for index, box in enumerate(ndimage.find_objects(gt_cc), start=1):
-        # Work inside the lesion's bounding box grown by `dilation`: cost scales with lesion, not volume.
-        box = tuple(slice(max(s.start - dilation, 0), s.stop + dilation) for s in box)
-        lesion = gt_cc[box] == index
-        region = ndimage.binary_dilation(lesion, structure, iterations=dilation) if dilation else lesion
-        hits = np.unique(pred_cc[box][region])
-        hits = hits[hits > 0]
-        size = int(lesion.sum())
-        if size < min_lesion_size:
-            on_ignored[hits] = True
-            continue
-        matched_pred[hits] = True
-        # The matched components may extend beyond the box: their full sizes come from pred_sizes.
-        overlap = int(np.isin(pred_cc[box][lesion], hits).sum()) if hits.size else 0
-        lesion_dice = 2.0 * overlap / (size + int(pred_sizes[hits].sum()))
-        lesions.append({"size_voxels": size, "size_mm3": size * voxel_mm3, "detected": bool(hits.size),
-                        "dice": lesion_dice})
-
-    tp = sum(lesion["detected"] for lesion in lesions)
-    fn = len(lesions) - tp
-    fp = int(n_pred - (matched_pred | on_ignored)[1:].sum())
-    names = size_bin_names(size_bins)
-    sizes = np.array([lesion["size_voxels" if size_unit == "voxels" else "size_mm3"] for lesion in lesions])
-    which = np.digitize(sizes, size_bins) if lesions else np.zeros(0, dtype=int)
-    detected = np.array([lesion["detected"] for lesion in lesions], dtype=bool)
-    bins: dict[str, dict[str, float]] = {}
-    for b, name in enumerate(names):
-        tp_b, fn_b = int(detected[which == b].sum()), int((~detected[which == b]).sum())
-        bins[name] = {"tp": tp_b, "fn": fn_b,
-                      "sensitivity": tp_b / (tp_b + fn_b) if tp_b + fn_b else float("nan")}
-    return {"n_gt_lesions": len(lesions), "n_gt_lesions_ignored": n_gt - len(lesions), "n_pred_lesions": n_pred,
-            "n_pred_lesions_ignored": int((on_ignored & ~matched_pred)[1:].sum()), "tp": tp, "fp": fp, "fn": fn,
-            **detection_scores(tp, fp, fn), "fp_per_volume": float(fp),
+    gt_sizes = np.bincount(gt_cc.ravel(), minlength=n_gt + 1)[1:]
+    counted = gt_sizes >= min_lesion_size
+    match = match_lesions(gt_cc, pred_cc, counted, matching=matching, structure=structure,
+                          dilation=dilation, iou_threshold=iou_threshold, alpha=msseg_alpha, beta=msseg_beta,
+                          gamma=msseg_gamma)
+    lesions = [{"size_voxels": int(gt_sizes[i]), "size_mm3": int(gt_sizes[i]) * voxel_mm3,
+                "detected": bool(match.detected[i]), "dice": float(match.dice[i])} for i in np.flatnonzero(counted)]
+    tp, tp_pred, ignored = int(match.detected.sum()), int(match.pred_tp.sum()), int(match.pred_ignored.sum())
+    fn, fp = len(lesions) - tp, n_pred - tp_pred - ignored
+    dice_tp = sum(lesion["dice"] for lesion in lesions if lesion["detected"])
+    return {"matching": matching, "n_gt_lesions": len(lesions), "n_gt_lesions_ignored": n_gt - len(lesions),
+            "n_pred_lesions": n_pred, "n_pred_lesions_ignored": ignored, "tp": tp, "fp": fp, "fn": fn,
+            "tp_pred": tp_pred, **detection_scores(tp, fp, fn, None if matching == "overlap" else tp_pred),
+            "lesion_wise_dice": _ratio(dice_tp, tp + fn + fp), "fp_per_volume": float(fp),
             "lesion_dice_mean": float(np.mean([x["dice"] for x in lesions])) if lesions else float("nan"),
-            "size_bins": bins, "lesions": lesions}
+            "size_bins": _size_bins(lesions, size_bins, size_unit), "lesions": lesions}
 
 
 def aggregate_lesion_metrics(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Dataset-level lesion metrics from per-case :func:`lesion_metrics` dicts.
+    """Dataset-level lesion metrics from per-case :func:`lesion_metrics` dicts (all of one matching rule).
 
-    Pooled (lesion counts summed over cases, then one ratio): ``lesion_f1``, ``lesion_sensitivity``,
-    ``lesion_precision``, sensitivity per size bin, ``small_lesion_sensitivity`` (first bin).
-    Averaged: ``fp_per_volume`` (FP total / number of cases), ``lesion_dice`` (mean over all counted GT lesions of
-    all cases, NaN without any), ``lesion_f1_case_mean`` (mean of per-case F1, each case weighted equally).
-    Summed: ``n_gt_lesions_ignored`` (GT lesions under ``min_lesion_size``).
+    Pooled (counts summed over cases, then one ratio): ``lesion_f1``, ``lesion_sensitivity``, ``lesion_precision``
+    (from tp, fp, fn, tp_pred as :func:`detection_scores`), ``lesion_wise_dice`` (BraTS: per-lesion Dice of every TP
+    GT lesion of every case / pooled tp + fn + fp), sensitivity per size bin, ``small_lesion_sensitivity`` (first
+    bin). Averaged: ``fp_per_volume`` (FP total / number of cases), ``lesion_dice`` (mean over all counted GT lesions
+    of all cases, NaN without any), ``lesion_f1_case_mean`` (mean of per-case F1, each case weighted equally).
+    Summed: ``n_gt_lesions_ignored`` (GT lesions under ``min_lesion_size``). ``matching``: the rule.
     """
     if not cases:
         raise ValueError("aggregate_lesion_metrics needs at least one case, got none")
+    rules = sorted({c.get("matching", "overlap") for c in cases})  # dicts without the key predate the rules
+    if len(rules) > 1:
+        raise ValueError(f"the cases were matched by different rules {rules}; aggregate cases of one rule")
     tp, fp, fn = (sum(c[k] for c in cases) for k in ("tp", "fp", "fn"))
+    tp_pred = sum(c.get("tp_pred", c["tp"]) for c in cases)
     names = list(cases[0]["size_bins"])
     bins = {}
     for name in names:
@@ -279,9 +286,11 @@ def aggregate_lesion_metrics(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
         fn_b = sum(c["size_bins"][name]["fn"] for c in cases)
         bins[name] = {"tp": tp_b, "fn": fn_b, "sensitivity": tp_b / (tp_b + fn_b) if tp_b + fn_b else float("nan")}
     lesion_dices = [lesion["dice"] for c in cases for lesion in c["lesions"]]
-    return {"tp": tp, "fp": fp, "fn": fn, "n_cases": len(cases), **detection_scores(tp, fp, fn),
-            "n_gt_lesions_ignored": sum(c["n_gt_lesions_ignored"] for c in cases),
-            "fp_per_volume": fp / len(cases),
+    dice_tp = sum(x["dice"] for c in cases for x in c["lesions"] if x["detected"])  # FN lesions have Dice 0
+    return {"matching": rules[0], "tp": tp, "fp": fp, "fn": fn, "tp_pred": tp_pred, "n_cases": len(cases),
+            **detection_scores(tp, fp, fn, None if rules[0] == "overlap" else tp_pred),
+            "lesion_wise_dice": _ratio(dice_tp, tp + fn + fp),
+            "n_gt_lesions_ignored": sum(c["n_gt_lesions_ignored"] for c in cases), "fp_per_volume": fp / len(cases),
             "lesion_dice": float(np.mean(lesion_dices)) if lesion_dices else float("nan"),
             "lesion_f1_case_mean": float(np.mean([c["lesion_f1"] for c in cases])),
             "sensitivity_by_size": bins, "small_lesion_sensitivity": bins[names[0]]["sensitivity"]}

@@ -169,3 +169,55 @@ def test_cli_min_lesion_size_reaches_the_counts_and_the_settings(folders, capsys
 def test_negative_min_lesion_size_is_an_error(folders):
     with pytest.raises(ValueError, match="min_lesion_size must be >= 0 voxels"):
         evaluate_folders(folders / "pred", folders / "labels", min_lesion_size=-1, progress=False)
+
+
+def test_cli_matching_options_reach_the_counts_the_settings_and_the_report(folders, capsys):
+    # Case a's found lesion shares 4 of its 8 voxels with an 8-voxel prediction: IoU 4 / 12 = 1/3.
+    assert main(["--pred", str(folders / "pred"), "--label", str(folders / "labels"), "--output",
+                 str(folders / "cli"), "--matching", "iou", "--iou-threshold", "0.3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "matching rule `iou` (one-to-one matching at IoU >= 0.3" in out and "lesion-wise Dice" in out
+    summary = json.loads((folders / "cli" / "summary.json").read_text())
+    assert (summary["matching"], summary["settings"]["matching"], summary["settings"]["iou_threshold"]) == (
+        "iou", "iou", 0.3)
+    assert (summary["tp"], summary["fp"], summary["fn"], summary["tp_pred"]) == (1, 1, 1, 1)
+    assert summary["lesion_wise_dice"] == pytest.approx((2 * 4 / 16) / 3)  # case b adds nothing
+    at_half = evaluate_folders(folders / "pred", folders / "labels", matching="iou", progress=False)
+    assert (at_half["tp"], at_half["fp"], at_half["fn"]) == (0, 2, 2)
+    assert main(["--pred", str(folders / "pred"), "--label", str(folders / "labels"), "--output",
+                 str(folders / "cli"), "--msseg-alpha", "0.6", "--no-progress"]) == 0  # a 50 % cover is too little
+    summary = json.loads((folders / "cli" / "summary.json").read_text())
+    assert (summary["matching"], summary["settings"]["msseg_alpha"], summary["tp"], summary["fn"]) == (
+        "msseg", 0.6, 0, 2)
+    assert "`msseg` (MSSEG-2016 detection rule: alpha 0.6, beta 0.7, gamma 0.65)" in capsys.readouterr().out
+    rows = list(csv.DictReader((folders / "cli" / "per_case.csv").open()))
+    assert {"tp_pred", "lesion_wise_dice"} <= set(rows[0])
+    with pytest.raises(ValueError, match="did you mean 'overlap'"):
+        evaluate_folders(folders / "pred", folders / "labels", matching="overlapp", progress=False)
+
+
+def test_a_whole_volume_prediction_is_found_by_overlap_only(tmp_path):
+    label = np.zeros((12, 12, 6), np.uint8)
+    label[1:3, 1:3, 1:3] = 1  # 8 of 864 voxels
+    _save(label, tmp_path / "labels" / "c.nii.gz")
+    _save(np.ones_like(label), tmp_path / "pred" / "c.nii.gz")
+    msseg = evaluate_folders(tmp_path / "pred", tmp_path / "labels", progress=False)
+    overlap = evaluate_folders(tmp_path / "pred", tmp_path / "labels", matching="overlap", progress=False)
+    assert (msseg["tp"], msseg["fp"], msseg["fn"], msseg["lesion_f1"]) == (0, 1, 1, 0.0)
+    assert (overlap["tp"], overlap["fp"], overlap["fn"], overlap["lesion_f1"]) == (1, 0, 0, 1.0)
+    assert overlap["lesion_wise_dice"] == pytest.approx(2 * 8 / (8 + 864))
+
+
+def test_predictions_without_a_label_are_listed_not_evaluated(folders, capsys):
+    _save(np.zeros((12, 12, 6), np.uint8), folders / "pred" / "case_z.nii.gz")
+    assert main(["--pred", str(folders / "pred"), "--label", str(folders / "labels"), "--output",
+                 str(folders / "cli"), "--dilation", "1", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: 1 prediction(s) in" in captured.err and "not evaluated: case_z.nii.gz" in captured.err
+    assert "warning: dilation 1 is ignored" in captured.err  # the default msseg rule does not dilate
+    assert "Not evaluated, no label: case_z.nii.gz." in captured.out
+    summary = json.loads((folders / "cli" / "summary.json").read_text())
+    assert summary["unmatched_predictions"] == ["case_z.nii.gz"] and summary["n_cases"] == 2
+    assert evaluate_folders(folders / "pred", folders / "labels", progress=False)["n_cases"] == 2
+    (folders / "pred" / "case_z.nii.gz").unlink()
+    assert evaluate_folders(folders / "pred", folders / "labels", progress=False)["unmatched_predictions"] == []
