@@ -1,5 +1,5 @@
-"""``python -m seg.data.synthetic OUT ...``: see :func:`seg.data.synthetic.main`."""
+"""``python -m seg.data.synthetic OUT ...``: see :func:`seg.data.synthetic.cli.main`."""
 
-from seg.data.synthetic import main
+from seg.data.synthetic.cli import main
 
 main()

@@ -1,7 +1,8 @@
-"""Cases of :mod:`seg.data.synthetic`: planning lesions over the dataset, placing them, rendering a case.
+"""Cases of :mod:`seg.data.synthetic`: planning lesions over the dataset and rendering a case.
 
-Planning happens once for the whole dataset so that the expected lesion-voxel fraction equals the request;
-rendering draws each component of a case from its own random stream.
+Planning happens once for the whole dataset (lesion counts, shapes and sizes, by the size model of
+:mod:`seg.data.synthetic.sizes`); rendering draws each component of a case from its own random stream and
+places the lesions (:mod:`seg.data.synthetic.lesions`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from seg.data.synthetic.lesions import block_neighbourhood, place_lesions, render_lesion
+from seg.data.synthetic.manifest import SyntheticSettings
 from seg.data.synthetic.phantoms import (
     DISTRACTOR_SIGN,
-    EDGE_MM,
     LESION_SIGN,
     TEXTURE_STD,
     TISSUE_LEVELS,
@@ -24,60 +26,24 @@ from seg.data.synthetic.phantoms import (
     bias_field,
     head_mask,
     random_blob,
-    render_blob,
     render_rim_blob,
     render_vessel,
     smooth_noise,
     tissue,
 )
+from seg.data.synthetic.sizes import lognormal_volumes, radius_for_volume, skewed_radii
 
 
 @dataclass(frozen=True)
 class CasePlan:
     """What one case should contain; lesions are placed (and contrasts drawn) at render time."""
 
-    radii_mm: tuple[float, ...]
+    radii_mm: tuple[float, ...]  # blob radius of each lesion
+    volumes: tuple[float, ...]  # label voxels of each lesion (the blob of that radius holds about as many)
     blobs: tuple[Blob, ...]
     distractors: int
     contrast: tuple[float, float]  # (lo, hi), in units of TEXTURE_STD
-
-
-def _place_lesions(
-    plan: CasePlan, free: np.ndarray, preferred: np.ndarray, spacing: np.ndarray, rng: np.random.Generator
-) -> tuple[list[tuple[Blob, np.ndarray, float]], int]:
-    """Centres for the lesions, largest first, inside ``free`` and apart from each other.
-
-    Centres lie in ``preferred`` (WM-like tissue, as for MS lesions) where it leaves room, else anywhere free.
-    A lesion that does not fit is shrunk (x 0.8, up to 5 times) and dropped only if it still does not fit.
-
-    Returns:
-        ``[(blob, centre_vox (d,), radius_mm)]`` and the number of lesions dropped.
-    """
-    free_distance = ndimage.distance_transform_edt(free, sampling=spacing)
-    gap = 2.0 * float(spacing.max())  # keeps lesions separate connected components
-    placed: list[tuple[Blob, np.ndarray, float]] = []
-    dropped = 0
-    for radius, blob in sorted(zip(plan.radii_mm, plan.blobs, strict=True), key=lambda item: -item[0]):
-        for _ in range(6):
-            reach = radius * blob.max_rho()
-            fits = free_distance > reach + EDGE_MM
-            candidates = np.argwhere(fits & preferred) if (fits & preferred).any() else np.argwhere(fits)
-            found = None
-            for index in rng.permutation(len(candidates))[:30]:
-                centre = candidates[index] + rng.uniform(-0.5, 0.5, free.ndim)
-                if all(
-                    np.linalg.norm((centre - c) * spacing) > reach + r * b.max_rho() + gap
-                    for b, c, r in placed
-                ):
-                    found = centre
-                    break
-            if found is not None:
-                placed.append((blob, found, radius))
-                break
-            radius *= 0.8
-        else:
-            dropped += 1
-    return placed, dropped
+    min_voxels: float  # no lesion shrinks below this to fit (the realistic model's lower bound, else 1)
 
 
 def render_case(
@@ -94,7 +60,7 @@ def render_case(
 
     Returns:
         image float32 ``(C, *spatial)`` (exact zeros outside the head), label uint8 ``(*spatial)`` in {0, 1},
-        and a dict with the placed lesions' radii (mm) and the number dropped.
+        and a dict with the placed lesions' radii (mm) and planned label voxels, and the number dropped.
     """
     spacing = np.asarray(spacing, dtype=float)
     head_rng, tissue_rng, distractor_rng, lesion_rng, bias_rng, texture_rng = (
@@ -113,15 +79,21 @@ def render_case(
             soft = render_rim_blob(head, head_distance, spacing, distractor_rng)
         distractor = np.maximum(distractor, distractor_rng.uniform(*plan.contrast) * soft)
 
-    occupancy = np.zeros(tuple(shape))  # lesions are apart, so their boxes' non-zero parts do not overlap
+    occupancy = np.zeros(tuple(shape))
     contrast = np.zeros(tuple(shape))
-    placed, dropped = _place_lesions(
-        plan, head & (distractor < 0.05), field > thresholds[1], spacing, lesion_rng
+    label = np.zeros(tuple(shape), dtype=bool)
+    free = head & (distractor < 0.05)
+    wm_like = field > thresholds[1]
+    placed, dropped = place_lesions(
+        plan.radii_mm, plan.volumes, plan.blobs, free, wm_like, spacing, lesion_rng, plan.min_voxels
     )
-    for blob, centre, radius in placed:
-        box, soft = render_blob(blob, centre, radius, spacing, shape)
+    blocked = ~free  # labels stay in the free space and never touch each other (one component each)
+    for lesion in placed:
+        box, soft, lesion_label = render_lesion(lesion, spacing, ~blocked)
         occupancy[box] = np.maximum(occupancy[box], soft)
         contrast[box] = np.where(soft > 0, lesion_rng.uniform(*plan.contrast), contrast[box])
+        label[box] |= lesion_label
+        block_neighbourhood(blocked, box, lesion_label)
 
     bias = bias_field(shape, bias_rng)
     gain = bias_rng.uniform(600.0, 1400.0)  # arbitrary scanner units: per-case normalisation matters
@@ -132,68 +104,65 @@ def render_case(
         mixed = (1 - occupancy) * tissue(field, thresholds, c) + occupancy * lesion_level
         signal = mixed + TEXTURE_STD * (DISTRACTOR_SIGN[c] * distractor + texture)
         image[c] = np.maximum(signal * bias * gain, 0.0) * head
-    label = (occupancy > 0.5) & head
-    return image, label.astype(np.uint8), {"radii_mm": [r for _, _, r in placed], "dropped": dropped}
+    info = {
+        "radii_mm": [lesion.radius_mm for lesion in placed],
+        "target_voxels": [lesion.voxels for lesion in placed],
+        "dropped": dropped,
+    }
+    return image, label.astype(np.uint8), info
 
 
-def plan_cases(
-    rng,
-    cases,
-    test_cases,
-    ndim,
-    shape,
-    spacing,
-    foreground_fraction,
-    lesions_per_case,
-    lesion_radius,
-    contrast,
-    distractors,
-    empty_fraction,
-) -> tuple[list[CasePlan], float]:
-    """Lesion counts, shapes and radii of every case, radii skewed so the expected fraction is the target."""
-    empty = set()
-    for offset, n in ((0, cases), (cases, test_cases)):
-        n_empty = int(math.floor(empty_fraction * n + 0.5))
+def plan_cases(rng: np.random.Generator, settings: SyntheticSettings) -> tuple[list[CasePlan], float | None]:
+    """Lesion counts, shapes and sizes of every case (training, then test), by ``settings.sizes``.
+
+    Returns:
+        One plan per case and the radius-skew exponent ``k`` (None for the realistic size model).
+    """
+    s, sizes = settings, settings.sizes
+    n_cases = s.cases + s.test_cases
+    empty: set[int] = set()
+    for offset, n in ((0, s.cases), (s.cases, s.test_cases)):
+        n_empty = int(math.floor(s.empty_fraction * n + 0.5))
         empty |= {offset + int(i) for i in rng.choice(n, size=n_empty, replace=False)}
-    counts = [
-        0 if i in empty else int(rng.integers(lesions_per_case[0], lesions_per_case[1] + 1))
-        for i in range(cases + test_cases)
-    ]
-    blobs = [tuple(random_blob(ndim, rng) for _ in range(c)) for c in counts]
+    low, high = sizes.lesions_per_case
+    counts = [0 if i in empty else int(rng.integers(low, high + 1)) for i in range(n_cases)]
+    blobs = [tuple(random_blob(s.spatial_dims, rng) for _ in range(c)) for c in counts]
     quantiles = [rng.random(c) for c in counts]
-    unit_volume = np.array([b.unit_volume() for case in blobs for b in case]) / math.prod(spacing)  # voxels
-    u = np.concatenate(quantiles) if quantiles else np.zeros(0)
-    lo, hi = lesion_radius
-    target = foreground_fraction * math.prod(shape) * len(counts)
-
-    def expected_voxels(log_k: float) -> float:
-        return float(np.sum((lo * (hi / lo) ** (u ** math.exp(log_k))) ** ndim * unit_volume))
-
-    most, least = expected_voxels(-6.0), expected_voxels(6.0)
-    if not least <= target <= most:
-        raise ValueError(
-            f"foreground_fraction={foreground_fraction} is out of reach: with lesions_per_case={lesions_per_case}, "
-            f"lesion_radius={lesion_radius} mm and empty_fraction={empty_fraction} the expected fraction lies in "
-            f"[{least / target * foreground_fraction:.2e}, {most / target * foreground_fraction:.2e}]; "
-            f"change the radius or count range"
+    unit_voxels = np.array([b.unit_volume() for case in blobs for b in case]) / math.prod(s.spacing)
+    u = np.concatenate(quantiles)
+    if sizes.model == "realistic":
+        volumes = lognormal_volumes(u, sizes.volume, sizes.volume_range)
+        radii = radius_for_volume(volumes, unit_voxels, s.spatial_dims)
+        skew = None
+    else:
+        context = (
+            f"lesions_per_case={sizes.lesions_per_case}, lesion_radius={sizes.radius} mm and "
+            f"empty_fraction={s.empty_fraction}"
         )
-    low_k, high_k = -6.0, 6.0
-    for _ in range(60):  # expected_voxels decreases with k
-        mid = (low_k + high_k) / 2
-        low_k, high_k = (mid, high_k) if expected_voxels(mid) > target else (low_k, mid)
-    k = math.exp((low_k + high_k) / 2)
+        radii, skew = skewed_radii(
+            u,
+            unit_voxels,
+            s.spatial_dims,
+            sizes.radius,
+            sizes.foreground_fraction,
+            dataset_voxels=math.prod(s.shape) * n_cases,
+            context=context,
+        )
+        volumes = radii**s.spatial_dims * unit_voxels
     plans = []
-    for case_blobs, q in zip(blobs, quantiles, strict=True):
-        radii = tuple(float(r) for r in lo * (hi / lo) ** (q**k))
+    ends = np.cumsum([0, *counts])
+    for case_blobs, start, end in zip(blobs, ends[:-1], ends[1:], strict=True):
         plans.append(
             CasePlan(
-                radii,
+                tuple(float(r) for r in radii[start:end]),
+                tuple(float(v) for v in volumes[start:end]),
                 case_blobs,
-                int(rng.integers(distractors[0], distractors[1] + 1)),
-                (float(contrast[0]), float(contrast[1])),
+                int(rng.integers(s.distractors[0], s.distractors[1] + 1)),
+                (float(s.contrast[0]), float(s.contrast[1])),
+                sizes.volume_range[0] if sizes.volume_range else 1.0,
             )
         )
-    return plans, k
+    return plans, skew
 
 
 def case_affine(

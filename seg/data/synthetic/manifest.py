@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
+
+from seg.data.synthetic.sizes import LesionSizes
 
 
 @dataclass(frozen=True)
@@ -23,9 +26,7 @@ class SyntheticSettings:
     spatial_dims: int
     shape: tuple[int, ...]
     spacing: tuple[float, ...]
-    foreground_fraction: float
-    lesions_per_case: tuple[int, int]
-    lesion_radius: tuple[float, ...]
+    sizes: LesionSizes
     contrast: tuple[float, float]
     distractors: tuple[int, int]
     empty_fraction: float
@@ -43,11 +44,7 @@ class SyntheticSettings:
             raise ValueError(f"shape must have {dims} sizes >= 8 for spatial_dims={dims}, got {self.shape}")
         if len(self.spacing) != dims or min(self.spacing) <= 0:
             raise ValueError(f"spacing must have {dims} positive values (mm), got {self.spacing}")
-        if not 0 < self.foreground_fraction < 0.5:
-            raise ValueError(f"foreground_fraction must be in (0, 0.5), got {self.foreground_fraction}")
         for name, pair, low in (
-            ("lesions_per_case", self.lesions_per_case, 1),
-            ("lesion_radius", self.lesion_radius, 0.5),
             ("contrast", self.contrast, 0.0),
             ("distractors", self.distractors, 0),
         ):
@@ -79,28 +76,55 @@ class WrittenCase:
     planned_lesion_free: bool  # planned without lesions (an empty_fraction case)
     foreground_voxels: int
     radii_mm: list[float]  # of the lesions placed, in placement order
+    target_voxels: list[int]  # planned label voxels of the lesions placed, in placement order
     dropped: int  # lesions that did not fit
+    component_voxels: list[int]  # sizes of the label's connected components (full connectivity)
+
+
+def component_sizes(label: np.ndarray) -> list[int]:
+    """Voxel counts of the connected components of ``label`` ``(*spatial)``, full connectivity (26 in 3D, 8 in 2D)."""
+    components, n = ndimage.label(label, structure=np.ones((3,) * label.ndim))
+    return np.bincount(components.ravel(), minlength=n + 1)[1:].tolist()
+
+
+def size_distribution(sizes: list[int]) -> dict[str, Any]:
+    """Count, quartiles ``[min, q1, median, q3, max]`` (voxels) and shares < 30 and > 300 voxels of ``sizes``."""
+    values = np.asarray(sizes, dtype=float)
+    if values.size == 0:
+        return {
+            "components": 0,
+            "component_voxels_quartiles": [],
+            "components_under_30": None,
+            "components_over_300": None,
+        }
+    return {
+        "components": int(values.size),
+        "component_voxels_quartiles": [round(float(q), 2) for q in np.quantile(values, [0, 0.25, 0.5, 0.75, 1])],
+        "components_under_30": round(float(np.mean(values < 30)), 4),
+        "components_over_300": round(float(np.mean(values > 300)), 4),
+    }
 
 
 def dataset_json(
-    settings: SyntheticSettings, written: list[WrittenCase], skew: float, seconds: float
+    settings: SyntheticSettings, written: list[WrittenCase], skew: float | None, seconds: float
 ) -> dict[str, Any]:
     """The MSD ``dataset.json`` content for ``written`` (training cases first, as written).
 
     Args:
         settings: the run's settings.
         written: every case, in writing order.
-        skew: the radius-skew exponent ``k`` from planning.
+        skew: the radius-skew exponent ``k`` from planning (None for the realistic size model).
         seconds: the run's wall time so far.
     """
-    s = settings
+    s, sizes = settings, settings.sizes
     cases, test_cases = s.cases, s.test_cases
     foreground = [w.foreground_voxels for w in written]
     radii = [r for w in written for r in w.radii_mm]
     voxels = math.prod(s.shape)
     achieved = float(np.sum(foreground)) / (voxels * len(written)) if written else 0.0
     stats = {
-        "requested_foreground_fraction": s.foreground_fraction,
+        "lesion_sizes": sizes.model,
+        "requested_foreground_fraction": sizes.foreground_fraction,
         "foreground_fraction": achieved,
         "foreground_fraction_training": float(np.sum(foreground[:cases])) / (voxels * max(cases, 1)),
         "foreground_fraction_test": float(np.sum(foreground[cases:])) / (voxels * max(test_cases, 1)),
@@ -110,12 +134,15 @@ def dataset_json(
         # each lesion is one 26-connected (8 in 2D) component
         "lesions_per_case": {w.name: len(w.radii_mm) for w in written},
         "lesions_dropped": sum(w.dropped for w in written),
+        # measured on the labels as written: scipy.ndimage.label, full connectivity
+        **size_distribution([n for w in written for n in w.component_voxels]),
+        "lesion_target_voxels": {w.name: w.target_voxels for w in written},
         "lesion_radius_mm_quartiles": [
             round(float(q), 3) for q in np.quantile(radii, [0, 0.25, 0.5, 0.75, 1])
         ]
         if radii
         else [],
-        "radius_skew_k": round(skew, 4),
+        "radius_skew_k": None if skew is None else round(skew, 4),
         "seconds": round(seconds, 2),
         "parameters": {
             "cases": cases,
@@ -123,8 +150,12 @@ def dataset_json(
             "spatial_dims": s.spatial_dims,
             "shape": s.shape,
             "spacing": s.spacing,
-            "lesions_per_case": list(s.lesions_per_case),
-            "lesion_radius": list(s.lesion_radius),
+            "lesion_sizes": sizes.model,
+            "lesions_per_case": list(sizes.lesions_per_case),
+            "lesion_volume": None if sizes.volume is None else list(sizes.volume),
+            "lesion_volume_range": None if sizes.volume_range is None else list(sizes.volume_range),
+            "lesion_radius": None if sizes.radius is None else list(sizes.radius),
+            "foreground_fraction": sizes.foreground_fraction,
             "contrast": list(s.contrast),
             "distractors": list(s.distractors),
             "empty_fraction": s.empty_fraction,
@@ -133,12 +164,13 @@ def dataset_json(
             "seed": s.seed,
         },
     }
+    requested = "" if sizes.foreground_fraction is None else f" (requested {sizes.foreground_fraction:.4%})"
     return {
         "name": "SyntheticLesions",
         "description": (
             f"Synthetic brain-like MR phantoms with sparse lesions and unlabelled distractors "
-            f"(seg.data.synthetic, seed {s.seed}); lesion voxel fraction {achieved:.4%} "
-            f"(requested {s.foreground_fraction:.4%})"
+            f"(seg.data.synthetic, seed {s.seed}, {sizes.model} lesion sizes); lesion voxel fraction "
+            f"{achieved:.4%}{requested}"
         ),
         "reference": "seg.data.synthetic",
         "licence": "CC0-1.0",

@@ -46,8 +46,18 @@ def smooth_noise(
 
 
 def coarse_noise(shape: Sequence[int], rng: np.random.Generator, cells: int = 5) -> np.ndarray:
-    """Very smooth noise: a ``cells``-per-axis random grid upsampled cubically, unit std. float64 ``(*shape)``."""
-    field = resize(rng.standard_normal((cells,) * len(shape)), tuple(shape), order=3, mode="reflect")
+    """Very smooth noise: a ``cells``-per-axis random grid upsampled cubically, unit std. float64 ``(*shape)``.
+
+    The upsampling is ``skimage.transform.resize(grid, shape, order=3, mode="reflect")`` (a tensor-product
+    cubic spline, output clipped to the grid's range), done one axis at a time with a ``(n, cells)`` matrix:
+    the same values to 1e-14, tens of times faster on large volumes.
+    """
+    grid = rng.standard_normal((cells,) * len(shape))
+    field = grid
+    for axis, n in enumerate(shape):
+        weights = resize(np.eye(cells), (n, cells), order=3, mode="reflect", clip=False)  # (n, cells)
+        field = np.moveaxis(np.tensordot(weights, field, axes=([1], [axis])), 0, axis)
+    field = np.clip(field, grid.min(), grid.max())
     return field / max(float(field.std()), 1e-12)
 
 
@@ -154,19 +164,24 @@ def random_blob(ndim: int, rng: np.random.Generator, irregularity: float = 0.25)
     )
 
 
-def render_blob(
-    blob: Blob, centre: np.ndarray, radius_mm: float, spacing: np.ndarray, shape: Sequence[int]
+def blob_level(
+    blob: Blob,
+    centre: np.ndarray,
+    radius_mm: float,
+    spacing: np.ndarray,
+    shape: Sequence[int],
+    margin_mm: float = EDGE_MM,
 ) -> tuple[tuple[slice, ...], np.ndarray]:
-    """Soft occupancy of a blob (1 inside, 0 outside, a linear ``EDGE_MM`` ramp across the boundary).
+    """Signed depth inside a blob, in mm: boundary distance minus distance from the centre, on its box.
 
     Args:
         centre: ``(d,)`` float, in voxel coordinates (sub-voxel positions allowed).
+        margin_mm: how far beyond the blob's largest extent the box reaches.
 
     Returns:
-        The bounding-box slices into ``shape`` and the float64 occupancy inside them; ``occupancy > 0.5``
-        is the blob's label.
+        The bounding-box slices into ``shape`` and the float64 depth ``(*box)`` (> 0 inside the blob).
     """
-    extent_vox = (radius_mm * blob.max_rho() + EDGE_MM) / spacing
+    extent_vox = (radius_mm * blob.max_rho() + margin_mm) / spacing
     lo = np.maximum(np.floor(centre - extent_vox).astype(int), 0)
     hi = np.minimum(np.ceil(centre + extent_vox).astype(int) + 1, shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
@@ -179,8 +194,22 @@ def render_blob(
     )  # (*box, d), mm
     distance = np.linalg.norm(offsets, axis=-1)
     directions = offsets / np.maximum(distance, 1e-9)[..., None]
-    boundary = radius_mm * blob.rho(directions)
-    return box, np.clip(0.5 + (boundary - distance) / EDGE_MM, 0.0, 1.0)
+    return box, radius_mm * blob.rho(directions) - distance
+
+
+def render_blob(
+    blob: Blob, centre: np.ndarray, radius_mm: float, spacing: np.ndarray, shape: Sequence[int]
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Soft occupancy of a blob (1 inside, 0 outside, a linear ``EDGE_MM`` ramp across the boundary).
+
+    Args:
+        centre: ``(d,)`` float, in voxel coordinates (sub-voxel positions allowed).
+
+    Returns:
+        The bounding-box slices into ``shape`` and the float64 occupancy inside them (0.5 on the boundary).
+    """
+    box, depth = blob_level(blob, centre, radius_mm, spacing, shape)
+    return box, np.clip(0.5 + depth / EDGE_MM, 0.0, 1.0)
 
 
 def render_vessel(head_distance: np.ndarray, spacing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -206,9 +235,16 @@ def render_vessel(head_distance: np.ndarray, spacing: np.ndarray, rng: np.random
         path[voxel] = True
     if not path.any():
         return np.zeros(shape)
-    distance = ndimage.distance_transform_edt(~path, sampling=spacing)
     radius = rng.uniform(0.5, 1.0)
-    return np.clip(0.5 + (radius - distance) / EDGE_MM, 0.0, 1.0)
+    # The tube is non-zero only within radius + EDGE_MM / 2 of the path: the distance is needed on its box.
+    margin = np.ceil((radius + EDGE_MM) / spacing).astype(int) + 1
+    points = np.argwhere(path)
+    lo, hi = np.maximum(points.min(0) - margin, 0), np.minimum(points.max(0) + margin + 1, shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    soft = np.zeros(shape)
+    distance = ndimage.distance_transform_edt(~path[box], sampling=spacing)
+    soft[box] = np.clip(0.5 + (radius - distance) / EDGE_MM, 0.0, 1.0)
+    return soft
 
 
 def render_rim_blob(

@@ -1,4 +1,8 @@
-"""Tests of seg.data.synthetic: exact properties of the written files, measured with nibabel."""
+"""Tests of seg.data.synthetic: exact properties of the written files, measured with nibabel and scipy.
+
+``TINY`` passes ``lesion_radius``, so those datasets use the ``"radius"`` size model of earlier versions (the
+file-layout tests do not depend on lesion sizes); the ``realistic`` tests below use the defaults.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from seg.data.synthetic import make_dataset, preview
+from seg.data.synthetic import main, make_dataset, preview
 
 TINY = {"shape": (32, 32, 16), "spacing": (1.0, 1.0, 2.0), "lesion_radius": (1.0, 3.0), "progress": False}
 
@@ -93,15 +97,22 @@ def test_foreground_fraction_over_the_dataset_is_close_to_the_request(tmp_path: 
     assert json.loads(path.read_text())["stats"]["foreground_fraction"] == pytest.approx(measured, rel=1e-12)
 
 
-def test_same_seed_gives_identical_arrays_and_files_and_another_seed_differs(tmp_path: Path):
-    kwargs = dict(cases=2, test_cases=1, **TINY)
+@pytest.mark.parametrize(
+    "sizes",
+    [TINY, {"shape": (40, 40, 24), "progress": False}],  # radius model; realistic (the default) model
+    ids=["radius", "realistic"],
+)
+def test_same_seed_gives_identical_arrays_and_files_and_another_seed_differs(tmp_path: Path, sizes: dict):
+    kwargs = dict(cases=2, test_cases=1, **sizes)
     first = make_dataset(tmp_path / "a", seed=7, **kwargs)
     again = make_dataset(tmp_path / "b", seed=7, **kwargs)
     other = make_dataset(tmp_path / "c", seed=8, **kwargs)
     for x, y in zip(_arrays(first), _arrays(again), strict=True):
         assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
-    for (image_a, _), (image_b, _) in zip(_entries(first), _entries(again), strict=True):
-        assert image_a.read_bytes() == image_b.read_bytes()
+    for (image_a, label_a), (image_b, label_b) in zip(_entries(first), _entries(again), strict=True):
+        assert image_a.read_bytes() == image_b.read_bytes() and label_a.read_bytes() == label_b.read_bytes()
+    stats_a, stats_b = (json.loads(p.read_text())["stats"] for p in (first, again))
+    assert {**stats_a, "seconds": 0} == {**stats_b, "seconds": 0}
     assert any(x.tobytes() != z.tobytes() for x, z in zip(_arrays(first), _arrays(other), strict=True))
 
 
@@ -159,36 +170,27 @@ def test_two_channels_are_written_as_one_file_each(tmp_path: Path):
 
 def test_command_line_writes_a_dataset(tmp_path: Path):
     out = tmp_path / "cli"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seg.data.synthetic",
-            str(out),
-            "--cases",
-            "3",
-            "--test-cases",
-            "1",
-            "--shape",
-            "32",
-            "32",
-            "16",
-            "--lesion-radius",
-            "1",
-            "3",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    command = [sys.executable, "-m", "seg.data.synthetic", str(out), "--cases", "3", "--test-cases", "1"]
+    command += ["--shape", "32", "32", "16", "--lesion-radius", "1", "3", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "dataset.json").read_text())
     assert (data["numTraining"], data["numTest"]) == (3, 1)
+    assert data["stats"]["parameters"]["lesion_sizes"] == "radius"  # chosen by --lesion-radius
     image = nib.load(out / "imagesTr" / "case_000.nii.gz")
     assert image.shape == (32, 32, 16)
     np.testing.assert_allclose(image.header.get_zooms(), (1.0, 1.0, 2.0), rtol=1e-6)  # default spacing
     assert "lesion fraction" in result.stdout
+
+
+def test_command_line_size_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    flags = ["--lesion-sizes", "realistic", "--lesion-volume", "10", "1.0", "--lesion-volume-range", "4", "200"]
+    path = main([str(tmp_path), "--cases", "2", "--test-cases", "0", "--shape", "32", "32", "16", *flags, "--quiet"])
+    parameters = json.loads(path.read_text())["stats"]["parameters"]
+    assert parameters["lesion_sizes"] == "realistic" and parameters["lesion_radius"] is None
+    assert (parameters["lesion_volume"], parameters["lesion_volume_range"]) == ([10.0, 1.0], [4.0, 200.0])
+    assert parameters["lesions_per_case"] == [2, 15]
+    assert "realistic lesion sizes" in capsys.readouterr().out
 
 
 def test_existing_dataset_is_not_overwritten_without_permission(tiny3d: Path):
@@ -210,6 +212,12 @@ def test_overwrite_removes_stale_cases(tmp_path: Path):
         ({"lesion_radius": (3.0, 1.0)}, "lesion_radius must be a range"),
         ({"channels": 3}, "channels must be 1"),
         ({"foreground_fraction": 0.3}, "out of reach"),
+        ({"lesion_sizes": "realistc"}, "did you mean 'realistic'"),
+        ({"lesion_sizes": "realistic"}, "lesion_radius cannot be used with lesion_sizes='realistic'"),
+        ({"lesion_sizes": "radius", "lesion_volume": (10.0, 1.0)}, "lesion_volume cannot be used"),
+        ({"lesion_radius": None, "lesion_volume": (10.0, 0.0)}, "sigma > 0"),
+        ({"lesion_radius": None, "lesion_volume": (1.0, 1.0)}, "median inside lesion_volume_range"),
+        ({"lesion_radius": None, "lesion_volume_range": (0.0, 10.0)}, "lesion_volume_range must be a range"),
     ],
 )
 def test_bad_arguments_raise_with_a_clear_message(tmp_path: Path, kwargs: dict, match: str):
