@@ -59,6 +59,7 @@ class FocalSpec:
         self.alpha, self.dtype = alpha, dtype  # alpha: (C,) in the compute dtype, or None
         self.alpha_pair = tuple(alpha.tolist()[:2]) if alpha is not None else None  # two-class softmax
         self.grad_scale = 1.0  # set by the caller when the sigmoid training path should write d mean/dx directly
+        self.normalizer: float | None = None  # the mean's divisor when it is not the element count (foreground)
 
     def prescales_gradient(self) -> bool:
         """True where :func:`_sigmoid_chunk` writes the gradient already times ``grad_scale``: the sigmoid

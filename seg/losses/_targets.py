@@ -20,8 +20,8 @@ from seg.losses._chunks import chunk_bounds, map_chunks
 from seg.losses.alpha import resolve_alpha
 from seg.types import Alpha
 
-__all__ = ["ACTIVATIONS", "REDUCTIONS", "alpha_vector", "check_labels", "check_multihot", "check_option",
-           "compute_dtype", "flatten_inputs"]
+__all__ = ["ACTIVATIONS", "NORMALIZATIONS", "REDUCTIONS", "alpha_vector", "check_labels", "check_multihot",
+           "check_option", "compute_dtype", "flatten_inputs", "foreground_count"]
 
 ACTIVATIONS = ("softmax", "sigmoid")
 REDUCTIONS = ("mean", "sum", "none")
@@ -159,6 +159,23 @@ def flatten_inputs(
         return x, target.reshape(batch, 1, -1), False
     check_labels(target, channels, ignore_index)
     return x, target.reshape(batch, -1), True  # (B, N)
+
+
+NORMALIZATIONS = ("voxels", "foreground")
+
+
+def foreground_count(target: torch.Tensor, is_labels: bool, include_background: bool,
+                     ignore_index: int | None) -> float:
+    """The divisor of ``normalization="foreground"``: positive elements of the flattened target, floored at 1.
+
+    Labels ``(B, N)``: voxels of a class >= 1 (not ignored). Multi-hot ``(B, C, N)``: 1-entries of the kept
+    channels. RetinaNet divides its summed focal loss so, by the anchors assigned to ground truth (Lin et al., 2017).
+    """
+    if is_labels:
+        positive = target > 0 if ignore_index is None else (target > 0) & (target != ignore_index)
+    else:
+        positive = (target if include_background else target[:, 1:]) == 1
+    return max(float(positive.sum()), 1.0)
 
 
 def alpha_vector(alpha: Alpha, num_classes: int, activation: str) -> torch.Tensor | None:

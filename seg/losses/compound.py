@@ -21,7 +21,15 @@ from torch import nn
 
 from seg.losses._chunks import chunk_bounds, map_chunks
 from seg.losses._focal_chunk import FocalSpec, focal_chunk
-from seg.losses._targets import ACTIVATIONS, alpha_vector, check_option, compute_dtype, flatten_inputs
+from seg.losses._targets import (
+    ACTIVATIONS,
+    NORMALIZATIONS,
+    alpha_vector,
+    check_option,
+    compute_dtype,
+    flatten_inputs,
+    foreground_count,
+)
 from seg.losses.dice import (
     DiceSpec,
     binary_gain_bias,
@@ -60,7 +68,7 @@ class _FocalDiceFunction(torch.autograd.Function):
             return float(value.sum()), count, sums
 
         results = map_chunks(run, chunk_bounds(x.shape[2], x.shape[0] * x.shape[1], x.device), x.device)
-        count = sum(r[1] for r in results)
+        count = sum(r[1] for r in results) if focal.normalizer is None else focal.normalizer
         focal_value = math.fsum(r[0] for r in results) / max(count, 1.0)
         sums = torch.stack([r[2] for r in results]).sum(0)
         if binary:
@@ -110,6 +118,8 @@ class FocalDiceLoss(nn.Module):
             ``activation``, ``ignore_index`` and (unless ``dice_include_background`` is given) ``include_background``
             apply to the Dice term too.
         dice_include_background: the Dice term's background rule; ``None``: ``include_background``.
+        focal_normalization: the focal term's divisor, ``"voxels"`` or ``"foreground"`` (see
+            :func:`seg.losses.focal_loss`).
         lambda_focal, lambda_dice: weights of the two terms (>= 0).
         batch, smooth: the Dice term's options, as in :func:`seg.losses.dice_loss`.
 
@@ -130,6 +140,7 @@ class FocalDiceLoss(nn.Module):
         batch: bool = False,
         smooth: float = 1e-5,
         dice_include_background: bool | None = None,
+        focal_normalization: str = "voxels",
     ) -> None:
         super().__init__()
         check_option("activation", activation, ACTIVATIONS)
@@ -142,6 +153,7 @@ class FocalDiceLoss(nn.Module):
         self.include_background, self.ignore_index = include_background, ignore_index
         self.dice_include_background = include_background if dice_include_background is None else dice_include_background
         self.batch, self.smooth = batch, float(smooth)
+        self.focal_normalization = check_option("focal_normalization", focal_normalization, NORMALIZATIONS)
         alpha_tensor = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float64).detach().clone()
         if alpha_tensor is not None and alpha_tensor.ndim > 1:
             raise ValueError(f"alpha must be a scalar or a length-C sequence, found shape {tuple(alpha_tensor.shape)}")
@@ -157,6 +169,8 @@ class FocalDiceLoss(nn.Module):
         alpha = alpha_vector(self.alpha, x.shape[1], self.activation)
         focal = FocalSpec(self.gamma, None if alpha is None else alpha.to(device=x.device, dtype=dtype),
                           self.activation, self.include_background, self.ignore_index, "mean", is_labels, dtype)
+        if self.focal_normalization == "foreground":
+            focal.normalizer = foreground_count(flat_target, is_labels, self.include_background, self.ignore_index)
         dice = DiceSpec(self.activation, self.dice_include_background, self.batch, self.smooth, self.ignore_index,
                         "mean", is_labels, dtype)
         focal_value, dice_value = _FocalDiceFunction.apply(x, flat_target, focal, dice)

@@ -49,22 +49,25 @@ def build_loss(
     lambda_focal: float = 1.0,
     lambda_dice: float = 1.0,
     batch_dice: bool = False,
+    focal_normalization: str = "voxels",
 ) -> nn.Module:
     """Build a loss by name (one of ``LOSSES``).
 
     ``include_background`` applies to the Dice term (MONAI and nnU-Net exclude background from Dice);
     the focal/CE term always covers every voxel, so α decides how background and lesion voxels are weighted.
     ``batch_dice`` computes the Dice term over the whole batch as one volume (nnU-Net's ``batch_dice``):
-    a patch without lesion then no longer scores 0 or 1 on its own.
+    a patch without lesion then no longer scores 0 or 1 on its own. ``focal_normalization`` (``"voxels"`` or
+    ``"foreground"``) is the focal/CE term's divisor (:func:`seg.losses.focal_loss`).
     """
     key = check_option("loss", name.lower(), LOSSES)
     if key in ("focal", "ce"):
         g = gamma if key == "focal" else 0.0
-        return NamedTerms(key, FocalLoss(gamma=g, alpha=alpha, activation=activation))
+        return NamedTerms(key, FocalLoss(gamma=g, alpha=alpha, activation=activation,
+                                         normalization=focal_normalization))
     if key == "dice":
         return NamedTerms("dice", DiceLoss(activation=activation, include_background=include_background,
                                            batch=batch_dice))
     g = gamma if key == "focal_dice" else 0.0
     return FocalDiceLoss(gamma=g, alpha=alpha, activation=activation, lambda_focal=lambda_focal,
                          lambda_dice=lambda_dice, include_background=True, dice_include_background=include_background,
-                         batch=batch_dice)
+                         batch=batch_dice, focal_normalization=focal_normalization)

@@ -31,7 +31,15 @@ from torch import nn
 
 from seg.losses._chunks import chunk_bounds, map_chunks
 from seg.losses._focal_chunk import FocalSpec, focal_chunk
-from seg.losses._targets import REDUCTIONS, alpha_vector, check_option, compute_dtype, flatten_inputs
+from seg.losses._targets import (
+    NORMALIZATIONS,
+    REDUCTIONS,
+    alpha_vector,
+    check_option,
+    compute_dtype,
+    flatten_inputs,
+    foreground_count,
+)
 from seg.types import Alpha
 
 
@@ -47,10 +55,15 @@ class _FocalFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, target: torch.Tensor, spec: FocalSpec) -> torch.Tensor:
-        if spec.prescales_gradient() and spec.ignore_index is None:  # the count is known before the pass
+        if spec.prescales_gradient() and spec.reduction == "sum":
+            spec.grad_scale = 1.0
+        elif spec.prescales_gradient() and spec.normalizer is not None:  # the divisor is known before the pass
+            spec.grad_scale = 1.0 / spec.normalizer
+        elif spec.prescales_gradient() and spec.ignore_index is None:
             kept_channels = x.shape[1] - (0 if spec.include_background else 1)
-            spec.grad_scale = 1.0 / max(x.shape[0] * kept_channels * x.shape[2], 1) if spec.reduction == "mean" else 1.0
+            spec.grad_scale = 1.0 / max(x.shape[0] * kept_channels * x.shape[2], 1)
         values, count, grad = _FocalFunction._run(x, target, spec, ctx.needs_input_grad[0])
+        count = count if spec.normalizer is None else spec.normalizer
         ctx.save_for_backward(x, target)
         ctx.spec, ctx.count, ctx.grad = spec, count, grad
         if spec.reduction == "none":
@@ -112,6 +125,7 @@ def focal_loss(
     include_background: bool = True,
     ignore_index: int | None = None,
     reduction: str = "mean",
+    normalization: str = "voxels",
 ) -> torch.Tensor:
     """Focal loss ``FL(p_t) = -α_t (1 - p_t)^γ log(p_t)`` (Lin et al., 2017), 2D or 3D.
 
@@ -135,6 +149,10 @@ def focal_loss(
             sigmoid: such voxels × channels, like torchvision's ``.mean()``); 0 when none contribute.
             ``"sum"`` adds them. ``"none"`` returns the per-element loss, zero where nothing contributes:
             softmax ``(B, *spatial)``, sigmoid ``(B, C, *spatial)``.
+        normalization: the divisor of ``"mean"``: ``"voxels"`` (the contributing elements, above) or
+            ``"foreground"``: the number of foreground elements in the batch (softmax: voxels of a class >= 1;
+            sigmoid: positive entries), floored at 1 — RetinaNet's normalisation by the anchors assigned to
+            ground truth (Lin et al., 2017, §4), which keeps a sparse lesion's loss from vanishing in the mean.
 
     Returns:
         A scalar for ``"mean"``/``"sum"``, else the shape above, in the logits' dtype.
@@ -147,6 +165,7 @@ def focal_loss(
     True
     """
     check_option("reduction", reduction, REDUCTIONS)
+    check_option("normalization", normalization, NORMALIZATIONS)
     if not (math.isfinite(gamma) and gamma >= 0):
         raise ValueError(f"gamma must be a finite number >= 0, found {gamma}")
     x, flat_target, is_labels = flatten_inputs(logits, target, activation, ignore_index)
@@ -155,7 +174,9 @@ def focal_loss(
     if alpha_values is not None:
         alpha_values = alpha_values.to(device=x.device, dtype=dtype)
     spec = FocalSpec(gamma, alpha_values, activation, include_background, ignore_index, reduction,
-                 is_labels, dtype)
+                     is_labels, dtype)
+    if normalization == "foreground" and reduction == "mean":
+        spec.normalizer = foreground_count(flat_target, is_labels, include_background, ignore_index)
     loss = _FocalFunction.apply(x, flat_target, spec)
     if reduction == "none":
         batch, channels, *spatial = logits.shape
@@ -178,10 +199,12 @@ class FocalLoss(nn.Module):
         include_background: bool = True,
         ignore_index: int | None = None,
         reduction: str = "mean",
+        normalization: str = "voxels",
     ) -> None:
         super().__init__()
         check_option("activation", activation, ("softmax", "sigmoid"))
         check_option("reduction", reduction, REDUCTIONS)
+        self.normalization = check_option("normalization", normalization, NORMALIZATIONS)
         if not (math.isfinite(gamma) and gamma >= 0):
             raise ValueError(f"gamma must be a finite number >= 0, found {gamma}")
         self.gamma, self.activation, self.reduction = float(gamma), activation, reduction
@@ -194,7 +217,7 @@ class FocalLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return focal_loss(logits, target, gamma=self.gamma, alpha=self.alpha, activation=self.activation,
                           include_background=self.include_background, ignore_index=self.ignore_index,
-                          reduction=self.reduction)
+                          reduction=self.reduction, normalization=self.normalization)
 
     def extra_repr(self) -> str:
         alpha = None if self.alpha is None else self.alpha.tolist()
