@@ -5,8 +5,8 @@ drawn from case names sorted alphabetically with ``numpy.random.default_rng(seed
 is a median of header values, and class counts are exact integer voxel counts of the training labels.
 So under multi-process (DDP) training every rank computes the same split, preprocessing and counts
 without communicating; rank 0's ``prepare_data`` also writes the counts to
-``<cache_dir>/class_frequencies.json`` (atomically), which other ranks and later runs read when it
-matches the current training split.
+``<cache_dir>/class_frequencies.json`` (atomically, :mod:`seg.data.counts`), which other ranks and later runs read
+when it matches the current training split. The split itself is :func:`seg.data.splits.split_cases`.
 
 Caching: with ``cache=True`` both datasets are MONAI ``CacheDataset``s. The training set keeps, per case,
 the deterministic prefix (loaded, reoriented, cropped, resampled, normalised, padded volume plus sampled
@@ -17,9 +17,7 @@ whole preprocessed volumes. ``cache=False`` reruns everything per step (MONAI ``
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,45 +26,22 @@ from monai.data import CacheDataset, Dataset, list_data_collate
 from monai.data.utils import worker_init_fn
 from torch.utils.data import DataLoader
 
+from seg.data.counts import (
+    COUNT_SOURCES,
+    count_patches,
+    count_volumes,
+    counts_key,
+    read_cached_counts,
+    write_cached_counts,
+)
 from seg.data.layouts import Case, DatasetSpec, load_dataset
+from seg.data.sampling import SAMPLINGS
+from seg.data.splits import split_cases
 from seg.data.transforms import Preprocessing, median_spacing, train_transforms, val_transforms
-from seg.io import image_shape, write_json
-from seg.losses.frequencies import class_frequencies
+from seg.errors import check_option
+from seg.io import image_shape
 
-COUNTS_FILE = "class_frequencies.json"
 DEFAULT_PATCH = {2: [128, 128], 3: [64, 64, 64]}
-
-
-def split_cases(names: list[str], *, seed: int, val_fraction: float = 0.2, num_folds: int | None = None,
-                fold: int = 0) -> tuple[list[str], list[str]]:
-    """Seeded split of case names into ``(train, validation)``, independent of the input order.
-
-    With ``num_folds``, the shuffled names are cut into that many near-equal folds and fold ``fold`` is
-    the validation set (so the folds of one seed are disjoint and cover every case). Otherwise the first
-    ``round(val_fraction * N)`` shuffled names (at least one when ``val_fraction > 0``, at most N - 1).
-    """
-    if len(set(names)) != len(names):
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"case names must be unique to split them; repeated: {duplicates[:5]}")
-    ordered = sorted(names)
-    order = np.random.default_rng(seed).permutation(len(ordered))
-    if num_folds is not None:
-        if num_folds < 2 or num_folds > len(ordered):
-            raise ValueError(f"num_folds must be between 2 and the number of cases ({len(ordered)}), "
-                             f"got {num_folds}")
-        if not 0 <= fold < num_folds:
-            raise ValueError(f"fold must be in 0..{num_folds - 1}, got {fold}")
-        val_positions = set(np.array_split(order, num_folds)[fold].tolist())
-    else:
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        n_val = round(val_fraction * len(ordered))
-        if val_fraction > 0:
-            n_val = min(max(n_val, 1), len(ordered) - 1)
-        val_positions = set(order[:n_val].tolist())
-    train = [n for i, n in enumerate(ordered) if i not in val_positions]
-    val = [n for i, n in enumerate(ordered) if i in val_positions]
-    return train, val
 
 
 class SegDataModule(pl.LightningDataModule):
@@ -95,6 +70,15 @@ class SegDataModule(pl.LightningDataModule):
         cache: keep the deterministic part of each case in memory (``CacheDataset``).
         cache_dir: folder for ``class_frequencies.json`` (the run directory); None: no file.
         augment: flips, 90° turns, small affine, intensity scale/shift, noise, gamma.
+        sampling: ``"voxels"`` (a positive patch is centred on a lesion voxel drawn uniformly: large lesions
+            dominate) or ``"lesions"`` (a connected lesion is drawn first, with weight ``size **
+            -lesion_size_power``, then a voxel of it; :class:`seg.data.sampling.RandCropByLesiond`).
+        lesion_size_power: β of ``"lesions"``: 0 every lesion equally often, 1 in inverse proportion to size.
+        instance_maps: also crop each patch's lesion-id map (``batch["instance"]``) for instance-aware losses
+            (linked from ``model.blob_weight > 0`` by the command line).
+        class_counts_from: ``"volumes"`` (whole training label files) or ``"patches"`` (``count_patches``
+            training patches drawn through this pipeline, what the loss sees; :mod:`seg.data.counts`).
+        count_patches: patches counted for ``class_counts_from="patches"``.
     """
 
     def __init__(
@@ -116,8 +100,15 @@ class SegDataModule(pl.LightningDataModule):
         cache: bool = True,
         cache_dir: str | None = None,
         augment: bool = True,
+        sampling: str = "voxels",
+        lesion_size_power: float = 0.0,
+        instance_maps: bool = False,
+        class_counts_from: str = "volumes",
+        count_patches: int = 400,
     ) -> None:
         super().__init__()
+        check_option("sampling", sampling, SAMPLINGS)
+        check_option("class_counts_from", class_counts_from, COUNT_SOURCES)
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         if isinstance(target_spacing, str) and target_spacing != "median":
@@ -130,6 +121,8 @@ class SegDataModule(pl.LightningDataModule):
         if len(self.patch_size) != spatial_dims:
             raise ValueError(f"patch_size {self.patch_size} has {len(self.patch_size)} values but spatial_dims "
                              f"is {spatial_dims}")
+        if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in self.patch_size):
+            raise ValueError(f"patch_size must be positive whole numbers of voxels, got {self.patch_size}")
         self.batch_size = batch_size
         self.samples_per_volume = samples_per_volume
         self.pos_fraction = pos_fraction
@@ -141,6 +134,8 @@ class SegDataModule(pl.LightningDataModule):
         self.cache = cache
         self.cache_dir = cache_dir
         self.augment = augment
+        self.sampling, self.lesion_size_power, self.instance_maps = sampling, lesion_size_power, instance_maps
+        self.class_counts_from, self.count_patches = class_counts_from, count_patches
         self._split_args = {"seed": seed, "val_fraction": val_fraction, "num_folds": num_folds, "fold": fold}
         self._spec: DatasetSpec | None = None
         self._counts: np.ndarray | None = None
@@ -216,38 +211,23 @@ class SegDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ class counts (for α)
     def class_counts(self) -> np.ndarray:
-        """Voxel count per class over the training split's label files, float64 ``(num_classes,)``.
-
-        Counted on the label files as stored (before resampling) with ``seg.losses.frequencies.class_frequencies``,
-        streamed one file at a time; read from / written to ``<cache_dir>/class_frequencies.json``.
-        """
+        """Voxel count per class of the training split, float64 ``(num_classes,)``, by ``class_counts_from``
+        (:mod:`seg.data.counts`); cached in ``<cache_dir>/class_frequencies.json``."""
         if self._counts is None:
-            self._counts = self._cached_counts()
+            key = counts_key(self.num_classes, self.spec.ignore_label, [c.name for c in self.train_cases],
+                             self.class_counts_from, self.count_patches)
+            self._counts = read_cached_counts(self.cache_dir, key)
             if self._counts is None:
-                labels = [c.label for c in self.train_cases]
-                self._counts = class_frequencies(labels, self.num_classes, ignore_index=self.spec.ignore_label,
-                                                 progress=True)
-                if self.cache_dir is not None:
-                    write_json(Path(self.cache_dir) / COUNTS_FILE, self._counts_record(self._counts))
+                if self.class_counts_from == "volumes":
+                    self._counts = count_volumes([c.label for c in self.train_cases], self.num_classes,
+                                                 self.spec.ignore_label)
+                else:
+                    self.setup("fit")
+                    self._counts = count_patches(self.train_dataset, self.num_classes, self.count_patches,
+                                                 seed=self.seed, ignore_index=self.spec.ignore_label)
+                    self.train_dataset.transform.set_random_state(seed=self.seed)  # training draws as without
+                write_cached_counts(self.cache_dir, key, self._counts)
         return self._counts.copy()
-
-    def _counts_record(self, counts: np.ndarray | None) -> dict[str, Any]:
-        return {"num_classes": self.num_classes, "ignore_index": self.spec.ignore_label,
-                "train_cases": [c.name for c in self.train_cases],
-                "counts": None if counts is None else [int(c) for c in counts]}
-
-    def _cached_counts(self) -> np.ndarray | None:
-        if self.cache_dir is None:
-            return None
-        path = Path(self.cache_dir) / COUNTS_FILE
-        try:
-            record = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        expected = self._counts_record(None)
-        if any(record.get(k) != v for k, v in expected.items() if k != "counts"):
-            return None  # another split or label set: recount
-        return np.asarray(record["counts"], dtype=np.float64)
 
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
@@ -258,14 +238,16 @@ class SegDataModule(pl.LightningDataModule):
         if stage in ("fit", None) and self.train_dataset is None:
             transform = train_transforms(self.preprocessing_config, self.patch_size,
                                          samples_per_volume=self.samples_per_volume,
-                                         pos_fraction=self.pos_fraction, augment=self.augment)
+                                         pos_fraction=self.pos_fraction, augment=self.augment,
+                                         sampling=self.sampling, lesion_size_power=self.lesion_size_power,
+                                         instances=self.instance_maps)
             transform.set_random_state(seed=self.seed)
             self.train_dataset = self._dataset(self.train_cases, transform)
         if stage in ("fit", "validate", None) and self.val_dataset is None:
             self.val_dataset = self._dataset(self.val_cases, val_transforms(self.preprocessing_config))
 
     def _dataset(self, cases: list[Case], transform) -> Dataset:
-        items = [{**c.as_dict(), "name": c.name} for c in cases]
+        items = [{**c.as_dict(), "name": c.name, "index": i} for i, c in enumerate(cases)]  # index: the tally's row
         if not self.cache:
             return Dataset(items, transform=transform)
         # copy_cache=False: the training pipeline copies each patch out of the cached volume (PlainCopyd)

@@ -27,6 +27,7 @@ from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
     CropForegroundd,
+    DeleteItemsd,
     EnsureTyped,
     Invertd,
     LoadImaged,
@@ -47,13 +48,24 @@ from monai.transforms import (
     SqueezeDimd,
 )
 
-from seg.data.sampling import BG_SUFFIX, FG_SUFFIX, LeanCompose, PlainCopyd, SampledLabelIndicesd
+from seg.data.sampling import (
+    BG_SUFFIX,
+    FG_SUFFIX,
+    LESION_SUFFIX,
+    SAMPLINGS,
+    LeanCompose,
+    LesionComponentsd,
+    PlainCopyd,
+    RandCropByLesiond,
+    SampledLabelIndicesd,
+)
 from seg.errors import check_option
 from seg.io import ras_spacing
 from seg.types import PathLike
 
 NORMALIZATIONS = ("zscore", "ct", "none")
 KEYS = ("image", "label")
+INSTANCE_KEY = "instance"  # lesion ids (connected components), cropped and augmented with the patch
 
 
 @dataclass(frozen=True)
@@ -194,14 +206,17 @@ def invert_to_input_space(prediction: torch.Tensor, image: MetaTensor, transform
     return inverter({"pred": prediction, "image": image})["pred"]
 
 
-def _augmentation(spatial_dims: int, patch_size: Sequence[int]) -> list[MapTransform]:
-    """Modest, CPU-cheap augmentation of patches: flips, in-plane 90° turns, small affine, intensity."""
-    steps: list[MapTransform] = [RandFlipd(KEYS, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
+def _augmentation(spatial_dims: int, patch_size: Sequence[int], keys: Sequence[str] = KEYS) -> list[MapTransform]:
+    """Modest, CPU-cheap augmentation of patches: flips, in-plane 90° turns, small affine, intensity.
+
+    ``keys``: the image first, then maps moved with it by nearest neighbour (label, instance map)."""
+    keys = list(keys)
+    steps: list[MapTransform] = [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
     if patch_size[0] == patch_size[1]:  # a 90° turn of a non-square patch would change its shape
-        steps.append(RandRotate90d(KEYS, prob=0.5, max_k=3, spatial_axes=(0, 1)))
+        steps.append(RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1)))
     in_plane = math.pi / 12
     steps += [
-        RandAffined(KEYS, prob=0.2, mode=("bilinear", "nearest"), padding_mode="zeros",
+        RandAffined(keys, prob=0.2, mode=("bilinear", *["nearest"] * (len(keys) - 1)), padding_mode="zeros",
                     rotate_range=(in_plane,) if spatial_dims == 2 else (0.0, 0.0, in_plane),
                     scale_range=(0.1,) * spatial_dims),
         RandScaleIntensityd("image", factors=0.1, prob=0.5),
@@ -213,14 +228,19 @@ def _augmentation(spatial_dims: int, patch_size: Sequence[int]) -> list[MapTrans
 
 
 def train_transforms(cfg: Preprocessing, patch_size: Sequence[int], *, samples_per_volume: int = 2,
-                     pos_fraction: float = 0.33, augment: bool = True,
-                     max_indices: int | None = 10_000) -> Compose:
+                     pos_fraction: float = 0.33, augment: bool = True, max_indices: int | None = 10_000,
+                     sampling: str = "voxels", lesion_size_power: float = 0.0, instances: bool = False) -> Compose:
     """Deterministic prefix + lesion-centric patches + augmentation.
 
     Each input case yields ``samples_per_volume`` dicts with ``image`` float32 ``(C, *patch_size)`` and
-    ``label`` float32 ``(1, *patch_size)`` (integral values), plain tensors (no metadata: faster steps).
-    A patch is centred on a foreground voxel with probability ``pos_fraction``, else on a background voxel.
+    ``label`` float32 ``(1, *patch_size)`` (integral values), plain tensors (no metadata: faster steps), and with
+    ``instances`` an ``instance`` map ``(1, *patch_size)`` (0 background, k lesion k of the case).
+    A patch is centred on a foreground voxel with probability ``pos_fraction``, else on a background voxel:
+    ``sampling="voxels"`` draws the voxel uniformly over all lesion voxels (MONAI's ``RandCropByPosNegLabeld``),
+    ``"lesions"`` draws a lesion first, with weight ``size ** -lesion_size_power``, then a voxel of it
+    (:class:`seg.data.sampling.RandCropByLesiond`).
     """
+    check_option("sampling", sampling, SAMPLINGS)
     if len(patch_size) != cfg.spatial_dims:
         raise ValueError(f"patch_size {list(patch_size)} has {len(patch_size)} values but spatial_dims is "
                          f"{cfg.spatial_dims}")
@@ -230,18 +250,25 @@ def train_transforms(cfg: Preprocessing, patch_size: Sequence[int], *, samples_p
         raise ValueError(f"samples_per_volume must be >= 1, got {samples_per_volume}")
     slices = cfg.spatial_dims == 2 and cfg.image_dims == 3
     crop_size = [*patch_size, 1] if slices else list(patch_size)  # 2D from 3D: (H, W, 1) patches
+    keys = [*KEYS, INSTANCE_KEY] if instances else list(KEYS)
     cached = [*deterministic_transforms(cfg, KEYS), SpatialPadd(KEYS, spatial_size=crop_size),
               SampledLabelIndicesd("label", max_indices=max_indices)]
+    if sampling == "lesions" or instances:
+        cached.append(LesionComponentsd("label", instance_key=INSTANCE_KEY if instances else None))
+    crop = RandCropByLesiond if sampling == "lesions" else RandCropByPosNegLabeld
+    options = {"size_power": lesion_size_power} if sampling == "lesions" else {}
     per_step: list[MapTransform] = [
-        RandCropByPosNegLabeld(KEYS, label_key="label", spatial_size=crop_size, pos=pos_fraction,
-                               neg=1.0 - pos_fraction, num_samples=samples_per_volume,
-                               fg_indices_key=f"label{FG_SUFFIX}", bg_indices_key=f"label{BG_SUFFIX}"),
+        crop(keys, label_key="label", spatial_size=crop_size, pos=pos_fraction, neg=1.0 - pos_fraction,
+             num_samples=samples_per_volume, fg_indices_key=f"label{FG_SUFFIX}",
+             bg_indices_key=f"label{BG_SUFFIX}", **options),
     ]
+    if sampling != "lesions" and instances:  # the per-lesion indices are only for RandCropByLesiond
+        per_step.insert(0, DeleteItemsd(f"label{LESION_SUFFIX}"))
     if slices:
-        per_step.append(SqueezeDimd(KEYS, dim=-1))
-    per_step.append(PlainCopyd(KEYS))  # patches own their memory: the cache is never written to
+        per_step.append(SqueezeDimd(keys, dim=-1))
+    per_step.append(PlainCopyd(keys))  # patches own their memory: the cache is never written to
     if augment:
-        per_step += _augmentation(cfg.spatial_dims, patch_size)
-    per_step.append(EnsureTyped(KEYS, data_type="tensor", dtype=torch.float32, track_meta=False))
+        per_step += _augmentation(cfg.spatial_dims, patch_size, keys)
+    per_step.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False))
     # The nested Compose is Randomizable, so CacheDataset caches exactly ``cached``.
     return Compose([*cached, LeanCompose(per_step)])

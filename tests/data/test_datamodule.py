@@ -11,8 +11,9 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from seg.data.datamodule import SegDataModule, split_cases
+from seg.data.datamodule import SegDataModule
 from seg.data.layouts import load_dataset
+from seg.data.splits import split_cases
 from seg.data.transforms import train_transforms
 from tests.data._pipeline_fixtures import ZOOMS, write_msd_dataset
 
