@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -13,24 +16,45 @@ from scipy import ndimage
 from seg.errors import check_option
 
 
-def to_labels(probabilities: torch.Tensor, activation: str, threshold: float) -> torch.Tensor:
+def to_labels(probabilities: torch.Tensor, activation: str, threshold: float | None = None) -> torch.Tensor:
+    """uint8 labels ``(B, *spatial)`` (softmax) or masks ``(B, K, *spatial)`` (sigmoid) of ``(B, K, *spatial)``.
+
+    softmax: ``threshold=None`` takes the argmax; a number marks foreground where ``1 − p_0 > threshold`` and gives
+    it the most probable foreground class (for two classes 0.5 is the argmax). sigmoid: each channel ``> threshold``
+    (``None``: 0.5).
+    """
     if activation == "softmax":
         if probabilities.shape[1] > 256:
             raise ValueError(f"uint8 labels hold at most 256 classes, got K={probabilities.shape[1]}")
-        return probabilities.argmax(1).to(torch.uint8)  # (B, K, *spatial) -> (B, *spatial)
-    return (probabilities > threshold).to(torch.uint8)
+        if threshold is None:
+            return probabilities.argmax(1).to(torch.uint8)  # (B, K, *spatial) -> (B, *spatial)
+        foreground = (1 - probabilities[:, 0]) > threshold
+        return torch.where(foreground, probabilities[:, 1:].argmax(1) + 1, 0).to(torch.uint8)
+    return (probabilities > (0.5 if threshold is None else threshold)).to(torch.uint8)
 
 
-def postprocess(probabilities: torch.Tensor, *, activation: str = "softmax", threshold: float = 0.5,
+def min_voxels(min_size: int = 0, min_size_mm3: float | None = None, spacing: Sequence[float] | None = None) -> int:
+    """The component-size cut in voxels: ``min_size`` voxels, or ``min_size_mm3`` mm³ on a grid of ``spacing`` mm
+    (a component of n voxels is kept when n · voxel volume >= min_size_mm3), whichever is larger."""
+    if min_size < 0 or (min_size_mm3 is not None and min_size_mm3 < 0):
+        raise ValueError(f"min_size and min_size_mm3 must be >= 0, got {min_size} and {min_size_mm3}")
+    if min_size_mm3 is None or min_size_mm3 == 0:
+        return int(min_size)
+    if spacing is None:
+        raise ValueError("min_size_mm3 needs the voxel spacing (mm) of the grid the labels are on")
+    return max(int(min_size), math.ceil(min_size_mm3 / math.prod(float(s) for s in spacing) - 1e-9))
+
+
+def postprocess(probabilities: torch.Tensor, *, activation: str = "softmax", threshold: float | None = None,
                 min_size: int = 0) -> torch.Tensor:
     """Labels from probabilities, optionally without small connected components.
 
     Args:
         probabilities: ``(B, K, *spatial)`` float, as returned by :func:`predict_volume`.
-        activation: ``"softmax"``: argmax over K; ``"sigmoid"``: each channel ``> threshold``.
-        threshold: sigmoid only.
+        activation: ``"softmax"`` or ``"sigmoid"``; threshold: see :func:`to_labels`.
         min_size: per class (softmax, classes >= 1) or channel (sigmoid), connected components of fewer
             voxels are set to 0 (background). Full connectivity (8 in 2D, 26 in 3D). 0 keeps everything.
+            In mm³: ``min_size=min_voxels(0, mm3, spacing)``.
 
     Returns:
         uint8 ``(B, *spatial)`` under softmax, ``(B, K, *spatial)`` under sigmoid.

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from seg.data.layouts import Case, load_dataset
 from seg.data.transforms import Preprocessing, inference_transforms, invert_to_input_space
 from seg.inference.checkpoint import load_for_inference
-from seg.inference.postprocess import postprocess
+from seg.inference.postprocess import min_voxels, postprocess
 from seg.inference.sliding_window import predict_volume
 from seg.io import case_name, is_nifti, write_like
 from seg.networks import window_network
@@ -64,9 +64,11 @@ class Predictor:
         self.transforms = inference_transforms(self.preprocessing, with_label=False)
         self.in_channels = int(self.spec.network.in_channels)
         self.roi_size = self.spec.roi_size
-        if min_size is None:  # the training run's postprocessing
-            min_size = int(self.spec.postprocessing.get("min_size", 0))
-        self.tta, self.overlap, self.batch_size, self.min_size = tta, overlap, batch_size, min_size
+        post = self.spec.postprocessing  # the training run's postprocessing, unless overridden
+        self.min_size = int(post.get("min_size", 0)) if min_size is None else min_size
+        self.min_size_mm3 = post.get("min_size_mm3") if min_size is None else None
+        self.threshold = post.get("threshold")
+        self.tta, self.overlap, self.batch_size = tta, overlap, batch_size
 
     def __call__(self, images: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
         """Labels ``(*input spatial)`` uint8 and probabilities ``(K, *input spatial)`` float32 of one case."""
@@ -85,10 +87,13 @@ class Predictor:
                                       self.roi_size or list(image.shape[1:]))
         probabilities = predict_volume(network, volume, roi, overlap=self.overlap, batch_size=self.batch_size,
                                        tta=self.tta)[0]  # (K, *spatial)
-        restored = invert_to_input_space(MetaTensor(probabilities), image, self.transforms, nearest=False).as_tensor()
+        inverted = invert_to_input_space(MetaTensor(probabilities), image, self.transforms, nearest=False)
+        spacing = np.linalg.norm(np.asarray(inverted.affine)[:3, :3], axis=0)  # the input's own grid (mm)
+        restored = inverted.as_tensor()
         # Outside the cropped foreground the inverse pads zeros: make that explicit background.
         restored[0] = (1.0 - restored[1:].sum(0)).clamp(0.0, 1.0)
-        labels = postprocess(restored[None], activation="softmax", min_size=self.min_size)[0]
+        size = min_voxels(self.min_size, self.min_size_mm3, spacing[: restored.ndim - 1])
+        labels = postprocess(restored[None], activation="softmax", threshold=self.threshold, min_size=size)[0]
         return labels.cpu().numpy().astype(np.uint8), restored.cpu().numpy().astype(np.float32)
 
 

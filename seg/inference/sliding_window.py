@@ -229,7 +229,7 @@ def _background(image: torch.Tensor, k: int, activation: str | None) -> torch.Te
 
 def predict_labels(network: Network, image: torch.Tensor, roi_size: int | Sequence[int], *,
                    overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4, tta: bool = False,
-                   activation: str = "softmax", crop: bool = True, threshold: float = 0.5,
+                   activation: str = "softmax", crop: bool = True, threshold: float | None = None,
                    min_size: int = 0) -> torch.Tensor:
     """Labels of whole volumes, never holding ``K x volume`` probabilities (bound in the module docstring).
 
@@ -237,8 +237,8 @@ def predict_labels(network: Network, image: torch.Tensor, roi_size: int | Sequen
 
     Args:
         network, image, roi_size, overlap, blend, batch_size, tta, crop: as for :func:`predict_volume`.
-        activation: ``"softmax"`` (argmax) or ``"sigmoid"`` (``> threshold`` per channel).
-        threshold: sigmoid only.
+        activation: ``"softmax"`` or ``"sigmoid"``.
+        threshold: :func:`seg.inference.postprocess.to_labels` (softmax: argmax when None; sigmoid: 0.5).
         min_size: connected components with fewer voxels are removed (full connectivity, per class).
 
     Returns:

@@ -42,6 +42,7 @@ class SegCLI(LightningCLI):
         parser.add_argument("--monitor-mode", type=str, default="max", help="max or min")
         parser.link_arguments("data.spatial_dims", "model.spatial_dims")
         parser.link_arguments("data.patch_size", "model.roi_size")
+        parser.link_arguments("model.blob_weight", "data.instance_maps", compute_fn=_needs_instances)
         parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
@@ -77,6 +78,11 @@ class SegCLI(LightningCLI):
         monitor, mode = self.config.monitor, self.config.monitor_mode
         callbacks = run_callbacks(run_dir, monitor, mode, progress_bar=trainer_cfg.enable_progress_bar is not False)
         return self._instantiate_trainer({**trainer_cfg, **kwargs}, callbacks)
+
+
+def _needs_instances(blob_weight: float) -> bool:
+    """The blob term needs each patch's lesion-instance map (module-level: jsonargparse links need a function)."""
+    return blob_weight > 0
 
 
 def _stored_dims(spec: DatasetSpec, spatial_dims: int) -> int:

@@ -9,7 +9,6 @@ every loss term. Everything inference needs is stored in the checkpoint under ``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,18 +16,18 @@ import pytorch_lightning as pl
 import torch
 
 from seg.errors import check_option
+from seg.evaluation.matching import RULES as MATCHING_RULES
 from seg.inference.checkpoint import InferenceSpec
-from seg.inference.postprocess import postprocess
+from seg.inference.postprocess import min_voxels, postprocess
 from seg.losses.alpha import METHODS, resolve_alpha
-from seg.losses.factory import LOSSES, build_loss
+from seg.losses.factory import LOSSES
 from seg.networks import (
     NetworkConfig,
     build_network,
     cpu_layout,
-    deep_supervision_outputs,
-    downsample_labels,
     window_network,
 )
+from seg.training.objective import Objective, check_finite
 from seg.training.tally import ValidationTally, sliding_window_logits
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -50,13 +49,23 @@ class SegModule(pl.LightningModule):
         lambda_focal, lambda_dice: weights of the compound's terms.
         include_background: whether the Dice term covers class 0.
         batch_dice: Dice over the whole batch as one volume (nnU-Net's ``batch_dice``) instead of per sample.
+        focal_normalization: the focal/CE term's divisor: ``"voxels"`` (the mean) or ``"foreground"`` (the
+            batch's lesion voxels, floored at 1; RetinaNet's normalisation).
+        blob_weight: weight of the blob term (per-lesion loss, every lesion weighs the same;
+            :mod:`seg.losses.blob`); 0 is off.
         deep_supervision: DynUNet heads compared with max-pooled targets (nnU-Net weights 1/2^i).
         optimizer: ``adamw`` or ``sgd`` (Nesterov, momentum 0.99, as nnU-Net); schedule: ``poly`` (power 0.9),
             ``cosine`` or ``constant``; per optimiser step.
         roi_size: sliding-window ROI for validation (linked from the data module's patch size).
         sw_batch_size, sw_overlap: sliding-window batch and overlap for validation.
         min_size: postprocessing: predicted components under this many voxels are removed, in validation
-            and (stored in the checkpoint) at inference, as nnU-Net's postprocessing step does.
+            and (stored in the checkpoint) at inference, as nnU-Net's postprocessing step does; ``"auto"``: chosen
+            after training on the validation split (:mod:`seg.training.tuning`), stored in mm³.
+        min_size_mm3: the same cut in mm³ (spacing-aware: applied on each input's own grid); the larger wins.
+        threshold: foreground where ``1 − p_0 > threshold`` (``None``: the argmax); ``"auto"``: chosen on the
+            validation split with ``min_size``.
+        lesion_matching: the lesion matching rule of validation and of the ``auto`` choices
+            (``msseg``, ``iou`` or ``overlap``; :mod:`seg.evaluation.matching`).
     """
 
     def __init__(
@@ -74,6 +83,8 @@ class SegModule(pl.LightningModule):
         lambda_dice: float = 1.0,
         include_background: bool = False,
         batch_dice: bool = False,
+        focal_normalization: str = "voxels",
+        blob_weight: float = 0.0,
         deep_supervision: bool = False,
         optimizer: str = "adamw",
         lr: float = 3e-3,
@@ -82,7 +93,10 @@ class SegModule(pl.LightningModule):
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 4,
         sw_overlap: float = 0.25,
-        min_size: int = 0,
+        min_size: int | str = 0,
+        min_size_mm3: float | None = None,
+        threshold: float | str | None = None,
+        lesion_matching: str = "msseg",
     ) -> None:
         super().__init__()
         check_option("loss", loss.lower(), LOSSES)
@@ -90,6 +104,10 @@ class SegModule(pl.LightningModule):
         check_option("schedule", schedule, SCHEDULES)
         if alpha == "auto":  # resolved from the training split's class counts in setup()
             check_option("alpha_method", alpha_method, METHODS)
+        check_option("lesion_matching", lesion_matching, MATCHING_RULES)
+        for name, value in (("min_size", min_size), ("threshold", threshold)):
+            if isinstance(value, str) and value != "auto":
+                raise ValueError(f"{name} must be a number or 'auto', got {value!r}")
         self.save_hyperparameters()
         self.network_config = NetworkConfig(
             name=network, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes,
@@ -101,14 +119,16 @@ class SegModule(pl.LightningModule):
         self.preprocessing: dict = {}
         self.label_names: dict[int, str] = {}
         self.criterion = self._make_criterion()
-        self._tally = ValidationTally(num_classes)
+        self._tally = ValidationTally(num_classes, matching=lesion_matching)
 
     # ----------------------------------------------------------------------------------- set-up
-    def _make_criterion(self) -> torch.nn.Module:
+    def _make_criterion(self) -> Objective:
         hp = self.hparams
-        return build_loss(hp.loss, gamma=hp.gamma, alpha=self.alpha_values, activation="softmax",
-                          include_background=hp.include_background, lambda_focal=hp.lambda_focal,
-                          lambda_dice=hp.lambda_dice, batch_dice=hp.get("batch_dice", False))
+        return Objective(hp.loss, gamma=hp.gamma, alpha=self.alpha_values, include_background=hp.include_background,
+                         lambda_focal=hp.lambda_focal, lambda_dice=hp.lambda_dice,
+                         batch_dice=hp.get("batch_dice", False),
+                         focal_normalization=hp.get("focal_normalization", "voxels"),
+                         blob_weight=hp.get("blob_weight", 0.0), deep_supervision=hp.deep_supervision)
 
     def setup(self, stage: str) -> None:
         if self.trainer.strategy.root_device.type == "cpu":  # before the strategy moves or wraps the network
@@ -148,8 +168,15 @@ class SegModule(pl.LightningModule):
             roi_size=list(hp.roi_size) if hp.roi_size else None, preprocessing=self.preprocessing,
             label_names={str(k): v for k, v in self.label_names.items()}, loss=hp.loss, gamma=float(hp.gamma),
             alpha=self.alpha_values, alpha_method=hp.alpha_method if hp.alpha == "auto" else "given",
-            class_counts=self.class_counts, postprocessing={"min_size": int(hp.min_size)},
+            class_counts=self.class_counts, postprocessing=self.postprocessing(),
         )
+
+    def postprocessing(self) -> dict:
+        """The fixed postprocessing (``"auto"`` settings count as off until :mod:`seg.training.tuning` chose them)."""
+        hp = self.hparams
+        threshold = hp.get("threshold")
+        return {"min_size": 0 if hp.min_size == "auto" else int(hp.min_size),
+                "min_size_mm3": hp.get("min_size_mm3"), "threshold": None if threshold == "auto" else threshold}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["seg"] = self.inference_spec().to_dict()
@@ -164,23 +191,11 @@ class SegModule(pl.LightningModule):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.network(image)
 
-    def _loss_terms(self, output: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = deep_supervision_outputs(self.network, output) if self.hparams.deep_supervision else [output]
-        terms = self.criterion.terms(outputs[0], label)
-        if len(outputs) > 1:  # nnU-Net weights 1, 1/2, 1/4, ... normalised; coarsest head dropped
-            weights = [0.5**i for i in range(len(outputs))]
-            weights[-1] = 0.0
-            total = weights[0] * terms["total"]
-            for w, out in zip(weights[1:], outputs[1:], strict=True):
-                if w > 0:
-                    total = total + w * self.criterion.terms(out, downsample_labels(label, out.shape[2:]))["total"]
-            terms = {**terms, "total": total / sum(weights)}
-        return terms
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         image, label = _plain(batch["image"]), _plain(batch["label"])
-        terms = self._loss_terms(self.network(image), label)
-        _check_finite(terms, self.global_step)
+        instances = _plain(batch["instance"]) if "instance" in batch else None
+        terms = self.criterion.terms(self.network, self.network(image), label, instances)
+        check_finite(terms, self.global_step)
         for name, value in terms.items():
             self.log(f"train/{'loss' if name == 'total' else name}", value.detach(), prog_bar=name == "total",
                      on_step=True, on_epoch=True, batch_size=image.shape[0], sync_dist=True)
@@ -193,17 +208,22 @@ class SegModule(pl.LightningModule):
         network, roi = window_network(self.network, self.hparams.spatial_dims, image, roi)
         logits = sliding_window_logits(network, image, roi, overlap=self.hparams.sw_overlap,
                                        batch_size=self.hparams.sw_batch_size)
-        terms = self.criterion.terms(logits, label)
+        terms = self.criterion.criterion.terms(logits, label)  # the named loss on the whole volume, no blob term
         for name, value in terms.items():
             self.log(f"val/{'loss' if name == 'total' else name}", value, on_epoch=True, sync_dist=True,
                      batch_size=1)
-        prediction = logits.argmax(1)
-        if self.hparams.min_size > 0:
-            prediction = postprocess(torch.softmax(logits, 1), min_size=self.hparams.min_size)
-        self._tally.update(prediction, label[:, 0].long())
+        post = self.postprocessing()
+        spacing = np.linalg.norm(np.asarray(batch["image"].affine[0])[:3, :3], axis=0) \
+            if hasattr(batch["image"], "affine") else None
+        size = min_voxels(post["min_size"], post["min_size_mm3"], spacing)
+        prediction = logits.argmax(1) if size <= 1 and post["threshold"] is None else \
+            postprocess(torch.softmax(logits, 1), threshold=post["threshold"], min_size=size)
+        indices = [int(i) for i in batch["index"]] if "index" in batch else [batch_idx]
+        self._tally.update(prediction, label[:, 0].long(), indices)
 
     def on_validation_epoch_start(self) -> None:
-        self._tally.reset()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self._tally.reset(len(datamodule.val_cases) if datamodule is not None else 0)
 
     def on_validation_epoch_end(self) -> None:
         totals = self.trainer.strategy.reduce(self._tally.as_tensor(self.device), reduce_op="sum")
@@ -232,16 +252,3 @@ class SegModule(pl.LightningModule):
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
     """MONAI MetaTensor -> plain tensor (metadata is not needed past the data pipeline, and costs time)."""
     return tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
-
-
-def _check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
-    """Stop training with a message naming the step and the loss term that went non-finite."""
-    total = terms["total"]
-    if bool(torch.isfinite(total)):
-        return
-    bad = [f"{k}={v.item()}" for k, v in terms.items() if k != "total" and not math.isfinite(v.item())]
-    raise FloatingPointError(
-        f"non-finite loss at global step {step}: total={total.item()}"
-        + (f" (non-finite term: {', '.join(bad)})" if bad else "")
-        + "; lower the learning rate or check the inputs for NaN/inf voxels"
-    )

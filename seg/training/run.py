@@ -25,6 +25,7 @@ from seg.inference.checkpoint import load_checkpoint
 from seg.io import atomic_path, write_json
 from seg.losses.alpha import ALPHA_FILE, save_alpha
 from seg.training.curves import plot_training_curves
+from seg.training.tuning import tune_postprocessing
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -83,6 +84,19 @@ class StepTimer(Callback):
                 "data_wait_share": self.waiting / total if total else 0.0}
 
 
+def _tune_if_asked(model: pl.LightningModule, datamodule: pl.LightningDataModule, run_dir: Path) -> None:
+    """``threshold: auto`` / ``min_size: auto``: choose them on the validation split (:mod:`seg.training.tuning`)."""
+    hp = model.hparams
+    auto_threshold, auto_size = hp.get("threshold") == "auto", hp.get("min_size") == "auto"
+    if not (auto_threshold or auto_size) or getattr(datamodule, "val_dataset", None) is None:
+        return
+    post = model.postprocessing()
+    tune_postprocessing(run_dir, datamodule.val_dataset, tune_threshold=auto_threshold, tune_min_size=auto_size,
+                        matching=hp.get("lesion_matching", "msseg"), overlap=hp.sw_overlap,
+                        batch_size=hp.sw_batch_size, fixed_threshold=post["threshold"],
+                        fixed_min_size=post["min_size"])
+
+
 def run_callbacks(run_dir: Path, monitor: str = "val/lesion_f1", mode: str = "max", *,
                   progress_bar: bool = True) -> list:
     check_option("--monitor-mode", mode, ("max", "min"))
@@ -107,6 +121,7 @@ def fit(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.Lightning
         ckpt_path = str(last)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
+        _tune_if_asked(model, datamodule, run_dir)
         spec = model.inference_spec()
         save_alpha(run_dir / ALPHA_FILE, spec.class_counts, spec.alpha, spec.alpha_method,
                    label_names=spec.label_names)

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from seg.inference.checkpoint import SPEC_VERSION, CheckpointError, InferenceSpec, load_checkpoint, load_for_inference
+from seg.inference.checkpoint import (
+    SPEC_VERSION,
+    CheckpointError,
+    InferenceSpec,
+    load_checkpoint,
+    load_for_inference,
+)
 from seg.networks import NetworkConfig, build_network
 
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from seg.inference.sliding_window import _slabs, foreground_box, predict_labels, predict_volume
 from seg.inference.postprocess import postprocess
+from seg.inference.sliding_window import _slabs, foreground_box, predict_labels, predict_volume
 
 
 def plus_one(x: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from seg.losses.alpha import alpha_from_frequencies, load_alpha
 from seg.cli import train_main
+from seg.losses.alpha import alpha_from_frequencies, load_alpha
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--config", str(ROOT / "configs" / "demo.yaml"), "--model.channels", "[4, 8, 16]",
