@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from seg.comparison.runner import load_config, main, run_comparison, train_argv
 from seg.comparison.render import write_report
 from seg.comparison.report import collect, compare_variants, holm, pool_calibration, sensitivity_by_size
+from seg.comparison.runner import load_config, main, run_comparison, train_argv
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "compare"
 
