@@ -133,16 +133,51 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     from the name (nibabel, matplotlib) write the same format; it is removed if the block fails.
     """
     path = Path(path)
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise NotADirectoryError(f"cannot write '{path}': '{blocking}' is a file, not a folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        ensure_folder(path.parent)
+    except NotADirectoryError as error:
+        raise NotADirectoryError(f"cannot write '{path}': {str(error).split(': ', 1)[1]}") from None
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_paths(*paths: PathLike) -> Iterator[list[Path]]:
+    """Temporary paths for several files that appear together or not at all: each replaces its target when the
+    block succeeds; if the block or a replacement fails, nothing of this group is left (temporaries removed,
+    targets already replaced removed too). Used for a case's mask and probability map."""
+    targets = [Path(p) for p in paths]
+    for target in targets:
+        ensure_folder(target.parent)
+    temporaries = [t.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{t.name}") for t in targets]
+    replaced: list[Path] = []
+    try:
+        yield temporaries
+        for tmp, target in zip(temporaries, targets, strict=True):
+            os.replace(tmp, target)
+            replaced.append(target)
+    except BaseException:
+        for target in replaced:
+            target.unlink(missing_ok=True)
+        raise
+    finally:
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
+
+
+def ensure_folder(folder: PathLike) -> Path:
+    """Create ``folder`` (and its parents) unless it exists; a regular file in the way is a clear
+    ``NotADirectoryError`` naming it, not a traceback from ``mkdir``."""
+    folder = Path(folder)
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(f"cannot use '{folder}' as a folder: '{blocking}' is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def write_text(path: PathLike, text: str) -> Path:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from seg.data.fingerprint import Fingerprint, format_fingerprint
 from seg.data.layouts import Case, DatasetSpec, load_dataset
 from seg.io import ImageReadError, Volume, not_a_file, read_image, read_label
 from seg.losses.alpha import alpha_table
@@ -60,6 +61,7 @@ class CheckReport:
         total = max(sum(counts), 1)
         lines.append("  class counts:  " + ", ".join(f"{name} {int(n)} ({100 * n / total:.3g} %)"
                                                    for name, n in zip(names, counts, strict=False)))
+        lines += format_fingerprint(s)
         for method, alpha in s.get("alpha", {}).items():
             lines.append(f"  alpha {method + ':':17s} [{', '.join(f'{a:.4f}' for a in alpha)}]")
         if "alpha_error" in s:
@@ -78,17 +80,8 @@ class _Collector:
         self.spec = spec
         self.errors: list[str] = []
         self.warnings: list[str] = []
-        self.shapes: Counter[str] = Counter()
-        self.spacings: Counter[str] = Counter()
-        self.orientations: Counter[str] = Counter()
         self.channels = len(spec.channel_names)
-        self.lo = np.full(self.channels, np.inf)
-        self.hi = np.full(self.channels, -np.inf)
-        self.sums = np.zeros(self.channels)
-        self.voxels = np.zeros(self.channels)
-        self.label_values: set[int] = set()
-        self.counts = np.zeros(spec.num_classes)
-        self.present_voxels = np.zeros(spec.num_classes)
+        self.fingerprint = Fingerprint(spec)
 
     def rel(self, path: Path) -> str:
         try:
@@ -160,13 +153,8 @@ def _read_case_images(case: Case, spatial_dims: int, tol: float, col: _Collector
         col.error(f"case '{case.name}' has {found} channel(s) in {[col.rel(p) for p in case.images]} but the "
                   f"dataset declares {col.channels} ({col.spec.channel_names})")
         return volumes[0][1]
-    for c, channel in enumerate(ch for _, vol in volumes for ch in vol.array):  # channels in dataset order
-        finite = channel[np.isfinite(channel)]
-        if finite.size:
-            col.lo[c], col.hi[c] = min(col.lo[c], finite.min()), max(col.hi[c], finite.max())
-            col.sums[c] += float(finite.sum(dtype=np.float64))
-            col.voxels[c] += finite.size
-    return volumes[0][1]
+    first = volumes[0][1]  # every channel of the case, in dataset order, on the first file's grid
+    return Volume(np.concatenate([v.array for _, v in volumes]), first.affine, first.header, first.path)
 
 
 def _check_label(case: Case, image: Volume | None, training: bool, spatial_dims: int, tol: float,
@@ -188,7 +176,8 @@ def _check_label(case: Case, image: Volume | None, training: bool, spatial_dims:
                       f"to {gap:.4g} (tolerance {tol}); orientation {''.join(label.orientation)} vs "
                       f"{''.join(image.orientation)}, spacing {_fmt(label.spacing)} vs {_fmt(image.spacing)}")
     values, counts = np.unique(label.array, return_counts=True)
-    col.label_values.update(int(v) for v in values)
+    matches_image = image is not None and label.spatial_shape == image.spatial_shape
+    col.fingerprint.add_label(case.name, label, image if matches_image else None, training)
     allowed = set(col.spec.labels) | ({col.spec.ignore_label} - {None})
     undeclared = [int(v) for v in values if int(v) not in allowed]
     if undeclared:
@@ -198,11 +187,6 @@ def _check_label(case: Case, image: Volume | None, training: bool, spatial_dims:
                      if v != 0 and v in col.spec.labels)
     if foreground == 0:
         col.warnings.append(f"label '{col.rel(path)}' (case '{case.name}') has no foreground voxels")
-    if training:
-        for v, n in zip(values, counts, strict=True):
-            if 0 <= v < col.spec.num_classes:
-                col.counts[v] += n
-                col.present_voxels[v] += label.array.size
 
 
 def _fmt(values: tuple[float, ...]) -> str:
@@ -210,7 +194,7 @@ def _fmt(values: tuple[float, ...]) -> str:
 
 
 def check_dataset(spec: DatasetSpec, *, spatial_dims: int = 3, affine_tolerance: float = 1e-3,
-                  progress: bool = True) -> CheckReport:
+                  progress: bool = True, needs_foreground: bool = False) -> CheckReport:
     """Check every case of ``spec`` and summarise it; never raises for a problem in the data.
 
     Args:
@@ -219,6 +203,8 @@ def check_dataset(spec: DatasetSpec, *, spatial_dims: int = 3, affine_tolerance:
         affine_tolerance: largest allowed absolute difference between affine entries (mm) of files that
             must share a grid (modalities of a case, an image and its label).
         progress: show a tqdm bar over cases.
+        needs_foreground: the training config needs lesion voxels (``alpha: auto``): training labels that are all
+            empty are then an error, not only a warning per case.
 
     Returns:
         CheckReport with every error and warning, and a ``summary`` dict (see :meth:`CheckReport.format`).
@@ -235,34 +221,28 @@ def check_dataset(spec: DatasetSpec, *, spatial_dims: int = 3, affine_tolerance:
     for case, training in tqdm(work, desc="checking dataset", unit="case", disable=not progress):
         image = _read_case_images(case, spatial_dims, affine_tolerance, col)
         if image is not None:
-            col.shapes[str(image.spatial_shape)] += 1
-            col.spacings[_fmt(image.spacing)] += 1
-            col.orientations["".join(image.orientation)] += 1  # nibabel aff2axcodes
+            col.fingerprint.add_image(image)
         _check_label(case, image, training, spatial_dims, affine_tolerance, col)
         del image  # one case in memory at a time
+    if needs_foreground and spec.cases and col.fingerprint.counts[1:].sum() == 0:
+        col.errors.append(f"every training label of '{spec.root}' is empty (no foreground voxel): alpha 'auto' cannot "
+                          "derive class weights and nothing could be learned; check the label files or their values")
     return CheckReport(errors=col.errors, warnings=col.warnings, summary=_summary(spec, col))
 
 
 def _summary(spec: DatasetSpec, col: _Collector) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "root": str(spec.root), "layout": spec.layout, "cases": len(spec.cases), "test_cases": len(spec.test_cases),
-        "shapes": dict(col.shapes.most_common()), "spacings": dict(col.spacings.most_common()),
-        "orientations": dict(col.orientations.most_common()),
-        "intensity": [{"channel": name, "min": float(col.lo[c]), "max": float(col.hi[c]),
-                       "mean": float(col.sums[c] / col.voxels[c])}
-                      for c, name in enumerate(spec.channel_names) if col.voxels[c] > 0],
-        "label_values": sorted(col.label_values), "class_names": list(spec.labels.values()),
-        "class_counts": col.counts.tolist(), "present_voxels": col.present_voxels.tolist(),
-    }
+    summary: dict[str, Any] = {"root": str(spec.root), "layout": spec.layout, "cases": len(spec.cases),
+                               "test_cases": len(spec.test_cases), **col.fingerprint.summary()}
     try:
-        table = alpha_table(col.counts, present_voxels=col.present_voxels)
+        table = alpha_table(summary["class_counts"], present_voxels=summary["present_voxels"])
         summary["alpha"] = {method: np.asarray(a).tolist() for method, a in table.items()}
     except ValueError as err:  # e.g. a class absent from every label: the summary is still useful
         summary["alpha_error"] = str(err)
     return summary
 
 
-def run_check(dataset: PathLike | DatasetSpec, spatial_dims: int = 3, *, quiet: bool = False) -> int:
+def run_check(dataset: PathLike | DatasetSpec, spatial_dims: int = 3, *, quiet: bool = False,
+              needs_foreground: bool = False) -> int:
     """Check a dataset and print the outcome; the ``--check-data`` entry point.
 
     Args:
@@ -282,7 +262,7 @@ def run_check(dataset: PathLike | DatasetSpec, spatial_dims: int = 3, *, quiet: 
         except (FileNotFoundError, ValueError) as err:
             print(f"dataset error: {err}")
             return 1
-    report = check_dataset(spec, spatial_dims=spatial_dims, progress=not quiet)
+    report = check_dataset(spec, spatial_dims=spatial_dims, progress=not quiet, needs_foreground=needs_foreground)
     text = report.format()
     print(text.splitlines()[0] if quiet and report.ok else text)
     return 0 if report.ok else 1

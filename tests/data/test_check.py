@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -173,3 +174,20 @@ def test_real_brats_and_isles_cases(brats_case: Path, isles_case: Path, tmp_path
     assert report.summary["orientations"] == {"LAS": 1} and report.summary["spacings"] == {"(2, 2, 2)": 1}
     fraction = report.summary["class_counts"][1] / (112 * 112 * 73)
     assert fraction == pytest.approx(0.00057, abs=5e-5)  # README: foreground 0.057 %
+
+
+def test_every_label_empty_is_an_error_when_the_config_needs_foreground(tmp_path: Path) -> None:
+    root = tmp_path / "empty"
+    for sub in ("imagesTr", "labelsTr"):
+        (root / sub).mkdir(parents=True)
+    training = []
+    for i in range(3):
+        affine = np.diag([1.0, 1.0, 2.0, 1.0])
+        nib.save(nib.Nifti1Image(np.ones((8, 8, 6), np.float32), affine), root / "imagesTr" / f"c{i}.nii.gz")
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, 6), np.uint8), affine), root / "labelsTr" / f"c{i}.nii.gz")
+        training.append({"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({"training": training, "labels": {"0": "background", "1": "lesion"}}))
+    spec = load_dataset(root / "dataset.json")
+    assert check_dataset(spec, progress=False).ok  # only warnings: a config without alpha auto may go on
+    report = check_dataset(spec, progress=False, needs_foreground=True)
+    assert not report.ok and "every training label" in report.errors[-1] and "alpha 'auto'" in report.errors[-1]
