@@ -1,6 +1,9 @@
 """Command lines: entry points only, nothing imports this module. The work is done by importable functions.
 
-    seg-train     seg.training.api.train            (train.py; LightningCLI, see that module)
+    seg-train     seg.training.api.train            (train.py; LightningCLI, see that module); without --config
+                  but with --dataset, seg.planning.plan plans a config into the run directory first
+    seg-plan      seg.planning.plan.main
+    seg-export    seg.inference.export.main
     seg-infer     seg.inference.predict.main        (infer.py)
     seg-evaluate  seg.evaluation.evaluate.main
     seg-compare   seg.comparison.runner.main
@@ -18,8 +21,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from seg.errors import USER_ERRORS
+from seg.files import write_text
 
 
 def _main(function: Callable[[list[str] | None], object], argv: list[str] | None) -> int:
@@ -34,7 +39,37 @@ def _main(function: Callable[[list[str] | None], object], argv: list[str] | None
 def train_main(argv: list[str] | None = None) -> int:
     from seg.training.api import train  # start-up cost: see the module docstring
 
-    return _main(train, argv)
+    return _main(lambda args: train(_with_plan(args)), argv)
+
+
+def _with_plan(argv: list[str] | None) -> list[str] | None:
+    """``--dataset D`` without ``--config``: plan a config for D into ``<output>/plan.yaml`` and train with it."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--config" or a.startswith("--config=") for a in args) or "--dataset" not in args \
+            or any(a in ("-h", "--help", "--print_config") for a in args):
+        return argv
+    from seg.planning.plan import plan  # start-up cost: see the module docstring (only when planning)
+
+    dataset = Path(args[args.index("--dataset") + 1])
+    output = Path(args[args.index("--output") + 1]) if "--output" in args else Path("runs/default")
+    budget = float(args[args.index("--max-minutes") + 1]) if "--max-minutes" in args else 8.0
+    planned = plan(dataset, budget_minutes=budget)
+    path = output / "plan.yaml"
+    write_text(path, planned.to_yaml())
+    print(f"no --config given: planned {path} from the dataset's fingerprint (seg-plan; {budget:g}-minute budget)")
+    return ["--config", str(path), *args]
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    from seg.inference.export import main  # start-up cost: see the module docstring
+
+    return _main(main, argv)
+
+
+def plan_main(argv: list[str] | None = None) -> int:
+    from seg.planning.plan import main  # start-up cost: see the module docstring
+
+    return _main(main, argv)
 
 
 def infer_main(argv: list[str] | None = None) -> int:

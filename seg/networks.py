@@ -14,6 +14,7 @@ target by max-pooling (:func:`downsample_labels`), so a one-voxel lesion survive
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -39,6 +40,9 @@ class NetworkConfig:
         channels: features per level, e.g. ``[16, 32, 64, 128]``; its length sets the depth.
         deep_supervision: DynUNet only; number of extra low-resolution heads is ``len(channels) - 2``.
         dropout: dropout probability (``None``: none).
+        kernel_sizes, strides: DynUNet only, one entry per level, each an int or one per axis (nnU-Net's
+            anisotropic topology, e.g. ``[[1, 3, 3], [3, 3, 3], ...]`` and ``[[1, 1, 1], [1, 2, 2], ...]``; planned by
+            :mod:`seg.planning.topology`); ``None``: 3 everywhere, stride 1 then 2 (isotropic).
     """
 
     name: str = "dynunet"
@@ -48,6 +52,8 @@ class NetworkConfig:
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     deep_supervision: bool = False
     dropout: float | None = None
+    kernel_sizes: list | None = None
+    strides: list | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,11 +84,16 @@ def build_network(config: NetworkConfig) -> nn.Module:
             raise ValueError(f"basicunet takes exactly 6 channel numbers, got {len(chans)}: {chans}")
         return BasicUNet(spatial_dims=dims, in_channels=cin, out_channels=cout, features=tuple(chans),
                          dropout=config.dropout or 0.0)
-    # nnU-Net style: 3x3(x3) kernels, stride 1 then 2 per level, instance norm, leaky ReLU.
-    strides = [1] + [2] * (len(chans) - 1)
+    # nnU-Net style: 3x3(x3) kernels, stride 1 then 2 per level (or the planned per-axis ones), instance norm,
+    # leaky ReLU.
+    strides = config.strides or [1] + [2] * (len(chans) - 1)
+    kernels = config.kernel_sizes or [3] * len(chans)
+    if len(strides) != len(chans) or len(kernels) != len(chans):
+        raise ValueError(f"kernel_sizes and strides need one entry per level ({len(chans)} channels {chans}), got "
+                         f"{len(kernels)} and {len(strides)}")
     return DynUNet(
         spatial_dims=dims, in_channels=cin, out_channels=cout,
-        kernel_size=[3] * len(chans), strides=strides, upsample_kernel_size=strides[1:],
+        kernel_size=kernels, strides=strides, upsample_kernel_size=strides[1:],
         filters=chans, dropout=config.dropout,
         deep_supervision=config.deep_supervision, deep_supr_num=max(1, len(chans) - 2),
     )
@@ -114,9 +125,14 @@ def cpu_layout(network: nn.Module, spatial_dims: int) -> nn.Module:
     return channels_last(network, spatial_dims) if spatial_dims == 3 else network
 
 
-def size_divisor(config: NetworkConfig) -> int:
-    """Patch and ROI sizes must be divisible by this (2 ** number of downsamplings)."""
-    return 2 ** (len(config.channels) - 1) if config.name.lower() != "basicunet" else 16
+def size_divisor(config: NetworkConfig) -> int | list[int]:
+    """Patch and ROI sizes must be divisible by this (2 ** number of downsamplings; per axis with planned strides)."""
+    if config.name.lower() == "basicunet":
+        return 16
+    if config.strides:
+        per_axis = [[s] * config.spatial_dims if isinstance(s, int) else list(s) for s in config.strides]
+        return [math.prod(level[a] for level in per_axis) for a in range(config.spatial_dims)]
+    return 2 ** (len(config.channels) - 1)
 
 
 def deep_supervision_outputs(network: nn.Module, output: torch.Tensor) -> list[torch.Tensor]:

@@ -1,0 +1,180 @@
+"""``seg-plan``: a training config that fits the user's dataset, planned from its fingerprint as nnU-Net plans.
+
+    seg-plan --dataset D [--budget-minutes 8] [--device-memory GB] --output configs/plans/NAME.yaml
+
+Every choice is written into the YAML with a one-line comment saying why; ``seg-train --config`` reads it like any
+config, and ``seg-train --dataset D`` without ``--config`` plans first (into the run directory) and says so.
+
+The rules (nnU-Net's where it has one, :mod:`seg.planning.topology`):
+
+- **target spacing**: the per-axis median (RAS); when the coarsest axis is more than 3 times coarser than the others
+  and holds fewer than a third as many voxels, it takes that axis' 10th percentile instead (nnU-Net's anisotropy
+  rule: thick slices are not interpolated from their median). No resampling when every case is already on it.
+- **2D or 3D**: 2D for native 2D images; otherwise 3D, anisotropic where the spacing is (the topology keeps 1-wide
+  kernels and no pooling along thick slices until the in-plane spacing catches up).
+- **patch**: isotropic in mm, within a voxel budget (CPU: 2^17 voxels, the patch of a plain MONAI script that trains
+  at ~0.6 s/step on 2 cores; with ``--device-memory G``: 2^21 · G / 8, nnU-Net's 128³ at 8 GB), clipped to the median
+  resampled shape, cut along the axis it covers most until it fits; DynUNet kernels and strides per axis from it.
+- **features**: 16 doubling to 128 per level on CPU (nnU-Net: 32 to 320 on 8 GB GPUs, used with ``--device-memory``).
+- **normalisation**: CT (a channel named CT): clip to the foreground's 0.5-99.5 % intensities, then scale; else
+  z-score inside the non-zero region (nnU-Net's mapping).
+- **sampling and postprocessing from the lesions**: when at least 30 % of the training lesions are under 30 voxels,
+  lesion-balanced sampling; the threshold and the smallest kept component are chosen on the validation split.
+- **budget in steps**: an epoch is 250 optimiser steps (nnU-Net's), whatever the number of cases; training stops at
+  the budget; validation runs on a time interval and is kept near 10 % of the training time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from seg.data.check import check_dataset
+from seg.data.layouts import DatasetSpec, load_dataset
+from seg.files import write_text
+from seg.io import image_shape
+from seg.planning.topology import plan_patch
+from seg.types import PathLike
+
+CPU_VOXELS = {3: 2**17, 2: 2**16}
+STEPS_PER_EPOCH = 250
+ANISOTROPY = 3.0
+
+
+@dataclass
+class Plan:
+    """The planned config: per section (``model``, ``data``, ``trainer``) {key: (value, why)}, and the fingerprint."""
+
+    dataset: str
+    sections: dict[str, dict[str, tuple[Any, str]]] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    def set(self, section: str, key: str, value: Any, why: str) -> None:
+        self.sections.setdefault(section, {})[key] = (value, why)
+
+    def value(self, section: str, key: str) -> Any:
+        return self.sections[section][key][0]
+
+    def to_yaml(self) -> str:
+        """The config as YAML, each key with its reason as a comment (readable by ``seg-train --config``)."""
+        f = self.fingerprint
+        lines = [f"# Planned by seg-plan for {self.dataset}",
+                 f"# fingerprint: median spacing {f.get('spacing_ras', {}).get('median')} mm, median shape "
+                 f"{f.get('shape_ras', {}).get('median')}, anisotropy {f.get('anisotropy', 0):.2f}, "
+                 f"{sum(f.get('lesions_per_case', {}).values())} training lesions "
+                 f"({100 * (f.get('share_under_30_voxels') or 0):.0f} % under 30 voxels)",
+                 "seed_everything: 0"]
+        for section, entries in self.sections.items():
+            lines.append(f"{section}:")
+            for key, (value, why) in entries.items():
+                text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+                text = text[:-4].strip() if text.endswith("\n...") or text.endswith(" ...") else text
+                lines.append(f"  {key}: {text}  # {why}")
+        return "\n".join(lines) + "\n"
+
+
+def _target_spacing(f: dict[str, Any]) -> tuple[list[float], str]:
+    median = list(f["spacing_ras"]["median"])
+    if len(median) < 3:
+        return median, "median spacing"
+    shape = f["shape_ras"]["median"]
+    worst = int(np.argmax(median))
+    others = [i for i in range(len(median)) if i != worst]
+    if median[worst] > ANISOTROPY * max(median[i] for i in others) and \
+            shape[worst] * ANISOTROPY < min(shape[i] for i in others):
+        target = max(f["spacing_ras"]["p10"][worst], max(median[i] for i in others) + 1e-5)
+        median[worst] = round(target, 5)
+        return median, f"median, axis {worst} at its 10th percentile (anisotropy >= {ANISOTROPY:g}, as nnU-Net)"
+    return median, "median spacing per axis (nnU-Net)"
+
+
+def plan(dataset: PathLike | DatasetSpec, *, budget_minutes: float = 8.0, device_memory_gb: float | None = None,
+         progress: bool = False) -> Plan:
+    """Fingerprint ``dataset`` (one checking pass) and plan a config for it; a dataset that fails its check raises."""
+    spec = dataset if isinstance(dataset, DatasetSpec) else load_dataset(dataset)
+    stored = [n for n in image_shape(spec.cases[0].images[0])[:3]] if spec.cases else []
+    while len(stored) > 2 and stored[-1] == 1:  # (H, W, 1) is a 2D image
+        stored.pop()
+    report = check_dataset(spec, spatial_dims=2 if len(stored) == 2 else 3, progress=progress, needs_foreground=True)
+    if not report.ok:
+        raise ValueError(f"cannot plan for '{spec.root}': its check failed:\n" + "\n".join(f"  - {e}" for e in report.errors))
+    f = report.summary["fingerprint"]
+    result = Plan(dataset=str(spec.root), fingerprint={k: v for k, v in f.items() if k != "lesion_sizes"})
+    dims = len(f["spacing_ras"]["median"])
+    spacing, why = _target_spacing(f)
+    spread = np.asarray(f["spacing_ras"]["max"]) - np.asarray(f["spacing_ras"]["min"])
+    resample = bool(np.any(spread > 0.01 * np.asarray(spacing))) or spacing != f["spacing_ras"]["median"]
+    shape = [m * s / t for m, s, t in zip(f["shape_ras"]["median"], f["spacing_ras"]["median"], spacing, strict=True)]
+    budget = CPU_VOXELS[dims] if device_memory_gb is None else int(2**21 * device_memory_gb / 8)
+    topology = plan_patch(spacing, shape, budget)
+    base, cap = (16, 128) if device_memory_gb is None else (32, 320)
+    anisotropic = max(spacing) / min(spacing) >= ANISOTROPY
+    result.set("model", "network", "dynunet", "nnU-Net's U-Net (MONAI DynUNet)")
+    result.set("model", "channels", [min(base * 2**i, cap) for i in range(topology.levels)],
+               f"{topology.levels} levels from the patch; {base} doubling to at most {cap} features")
+    result.set("model", "kernel_sizes", topology.kernel_sizes,
+               "1 along an axis until its spacing is within 2x the finest (nnU-Net)" if anisotropic else "3 everywhere")
+    result.set("model", "strides", topology.strides,
+               "no pooling along an axis until its spacing catches up (nnU-Net)" if anisotropic else "isotropic pooling")
+    result.set("model", "loss", "focal_dice", "focal over every voxel + batch Dice over the lesions")
+    result.set("model", "alpha", "auto", "from the training split's class frequencies (inverse_sqrt)")
+    result.set("model", "batch_dice", True, "nnU-Net's batch Dice: a lesion-free patch does not score alone")
+    result.set("model", "lesion_matching", "msseg", "validation and tuning by a rule a blob cannot win")
+    result.set("model", "min_size", "auto", "smallest kept component chosen on validation, stored in mm3")
+    result.set("model", "threshold", "auto", "foreground threshold chosen on validation")
+    result.set("model", "sw_overlap", 0.5, "sliding-window overlap of validation")
+    result.set("data", "spatial_dims", dims, "native 2D images" if dims == 2 else
+               ("anisotropic 3D" if anisotropic else "3D volumes"))
+    result.set("data", "patch_size", topology.patch_size,
+               f"{' x '.join(f'{p * s:.0f}' for p, s in zip(topology.patch_size, spacing, strict=True))} mm, "
+               f"{math.prod(topology.patch_size)} voxels (budget {budget})")
+    result.set("data", "batch_size", 2, "cases per step (nnU-Net's minimum)")
+    result.set("data", "samples_per_volume", 2, "patches per case: 4 patches per step")
+    result.set("data", "target_spacing", [round(s, 5) for s in spacing] if resample else None,
+               why if resample else f"{why}: every case is already on it, no resampling")
+    ct = any("ct" == n.lower() or n.lower().startswith("ct") for n in spec.channel_names) and dims == 3
+    intensity = f["intensity_foreground"]
+    result.set("data", "normalization", "ct" if ct else "zscore",
+               "a CT channel: window of the foreground intensities" if ct else "z-score inside the non-zero region")
+    if ct:
+        result.set("data", "ct_window", [round(intensity[0]["p00_5"], 3), round(intensity[0]["p99_5"], 3)],
+                   "foreground 0.5-99.5 % intensities (nnU-Net)")
+    small = f.get("share_under_30_voxels") or 0.0
+    result.set("data", "sampling", "lesions" if small >= 0.3 else "voxels",
+               f"{100 * small:.0f} % of the lesions are under 30 voxels" + (": a lesion first, then a voxel of it"
+                                                                           if small >= 0.3 else ""))
+    result.set("data", "pos_fraction", 0.5, "half of the patches centred on a lesion")
+    result.set("data", "steps_per_epoch", STEPS_PER_EPOCH, "an epoch is 250 steps (nnU-Net), whatever the cases")
+    result.set("data", "val_fraction", 0.2, "validation split")
+    result.set("data", "num_workers", 0, "the cached pipeline is cheap next to a step on CPU")
+    seconds = int(round(budget_minutes * 60))
+    result.set("trainer", "max_time", f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}",
+               f"the budget: {budget_minutes:g} minutes of training")
+    result.set("trainer", "max_epochs", 100_000, "bounded by max_time")
+    interval = max(30, seconds // 8)
+    result.set("trainer", "val_check_interval", f"00:00:{interval // 60:02d}:{interval % 60:02d}",
+               "validation every 1/8 of the budget, stretched to keep it near 10 % of the time")
+    result.set("trainer", "check_val_every_n_epoch", 1, "time-based validation checks after every step")
+    result.set("trainer", "num_sanity_val_steps", 0, "no sanity validation")
+    result.set("trainer", "log_every_n_steps", 10, "a row of metrics.csv every 10 steps")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seg-plan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, type=Path, help="dataset.json or dataset folder")
+    parser.add_argument("--budget-minutes", type=float, default=8.0, help="training wall time to plan for")
+    parser.add_argument("--device-memory", type=float, default=None, help="accelerator memory in GB (default: CPU)")
+    parser.add_argument("--output", required=True, type=Path, help="YAML config to write")
+    args = parser.parse_args(argv)
+    result = plan(args.dataset, budget_minutes=args.budget_minutes, device_memory_gb=args.device_memory,
+                  progress=True)
+    write_text(args.output, result.to_yaml())
+    print(result.to_yaml() + f"wrote {args.output}")
+    return 0

@@ -1,0 +1,82 @@
+"""seg-plan: configs planned from synthetic isotropic, anisotropic and 2D datasets and from the real cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seg.cli import plan_main
+from seg.data.brats import write_brats_dataset
+from seg.data.synthetic import make_dataset
+from seg.planning.plan import plan
+
+
+def _config(text: str) -> dict:
+    return yaml.safe_load(text)
+
+
+def test_isotropic_dataset_plans_isotropic_3d_without_resampling(tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "iso", cases=6, test_cases=1, shape=(48, 48, 48), spacing=(1.0, 1.0, 1.0),
+                           seed=1, progress=False)
+    config = _config(plan(dataset, budget_minutes=4).to_yaml())
+    assert config["data"]["spatial_dims"] == 3 and config["data"]["target_spacing"] is None
+    assert all(k == [3, 3, 3] for k in config["model"]["kernel_sizes"])
+    assert all(len(set(s)) == 1 for s in config["model"]["strides"])
+    assert config["trainer"]["max_time"] == "00:00:04:00" and config["data"]["steps_per_epoch"] == 250
+    assert config["data"]["sampling"] == "lesions"  # real-like sizes: most lesions are small
+
+
+def test_thick_slices_plan_anisotropic_3d(tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "aniso", cases=4, test_cases=1, shape=(128, 128, 12),
+                           spacing=(0.5, 0.5, 5.0), seed=2, progress=False)
+    result = plan(dataset, budget_minutes=8)
+    config = _config(result.to_yaml())
+    assert result.fingerprint["anisotropy"] == pytest.approx(10.0)
+    assert config["model"]["kernel_sizes"][0] == [3, 3, 1] and config["model"]["strides"][1] == [2, 2, 1]
+    assert config["data"]["patch_size"][2] <= 12 and config["data"]["spatial_dims"] == 3
+    assert "anisotropic 3D" in result.sections["data"]["spatial_dims"][1]
+
+
+def test_native_2d_images_plan_2d(tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "flat", cases=4, test_cases=1, spatial_dims=2, shape=(96, 96), seed=3,
+                           progress=False)
+    config = _config(plan(dataset).to_yaml())
+    assert config["data"]["spatial_dims"] == 2 and len(config["data"]["patch_size"]) == 2
+    assert all(len(k) == 2 for k in config["model"]["kernel_sizes"])
+
+
+def test_brats_cases_plan_isotropic_zscore(shared_data: Path, tmp_path: Path) -> None:
+    dataset = write_brats_dataset(shared_data / "brats2015", tmp_path / "brats", test_cases=2)
+    result = plan(dataset)
+    config = _config(result.to_yaml())
+    assert result.fingerprint["spacing_ras"]["median"] == [1.0, 1.0, 1.0]
+    assert config["data"]["normalization"] == "zscore" and config["data"]["target_spacing"] is None
+    assert all(len(set(s)) == 1 for s in config["model"]["strides"])
+    assert len(result.fingerprint["intensity_foreground"]) == 2  # Flair and T1c
+
+
+def test_isles_case_plans_at_its_2mm_grid(isles_case: Path, tmp_path: Path) -> None:
+    root = tmp_path / "isles"
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    for name, target in (("images/s9_0000.nii.gz", "dwi"), ("images/s9_0001.nii.gz", "adc"),
+                         ("labels/s9.nii.gz", "msk")):
+        (root / name).symlink_to(next(isles_case.glob(f"*_{target}.nii.gz")))
+    for name, target in (("images/t9_0000.nii.gz", "dwi"), ("images/t9_0001.nii.gz", "adc"),
+                         ("labels/t9.nii.gz", "msk")):  # a second (identical) case: a split needs two
+        (root / name).symlink_to(next(isles_case.glob(f"*_{target}.nii.gz")))
+    result = plan(root)
+    assert result.fingerprint["spacing_ras"]["median"] == pytest.approx([2.0, 2.0, 2.0])
+    assert result.fingerprint["lesions_per_case"]["s9"] == 18  # the shared data's README: 18 lesions
+    assert _config(result.to_yaml())["data"]["sampling"] == "lesions"  # 11 of 18 under 10 voxels
+
+
+def test_seg_plan_writes_a_config_seg_train_reads(tmp_path: Path, capsys) -> None:
+    dataset = make_dataset(tmp_path / "d", cases=4, test_cases=1, shape=(32, 32, 24), seed=4, progress=False)
+    out = tmp_path / "plans" / "d.yaml"
+    assert plan_main(["--dataset", str(dataset), "--output", str(out), "--budget-minutes", "2"]) == 0
+    text = out.read_text()
+    assert "# median spacing per axis" in text or "# median" in text  # every key says why
+    assert all("#" in line for line in text.splitlines()[3:] if line.startswith("  "))
