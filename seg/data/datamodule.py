@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from monai.data import CacheDataset, Dataset, list_data_collate
 from monai.data.utils import worker_init_fn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from seg.data.counts import (
     COUNT_SOURCES,
@@ -79,6 +80,12 @@ class SegDataModule(pl.LightningDataModule):
         class_counts_from: ``"volumes"`` (whole training label files) or ``"patches"`` (``count_patches``
             training patches drawn through this pipeline, what the loss sees; :mod:`seg.data.counts`).
         count_patches: patches counted for ``class_counts_from="patches"``.
+        regions: train on overlapping binary label regions instead of classes (sigmoid per region), e.g. BraTS
+            ``{WT: [1, 2, 3, 4], TC: [1, 3, 4], ET: [4]}``; the label becomes one channel per region
+            (:class:`seg.data.transforms.LabelToRegionsd`) and the network has one output per region.
+        steps_per_epoch: an epoch is this many batches of cases drawn with replacement (nnU-Net: 250), whatever the
+            number of cases, so ``max_epochs`` and validation cadence mean the same on 3 and on 300 cases; None: one
+            pass over the training cases per epoch.
     """
 
     def __init__(
@@ -105,6 +112,8 @@ class SegDataModule(pl.LightningDataModule):
         instance_maps: bool = False,
         class_counts_from: str = "volumes",
         count_patches: int = 400,
+        steps_per_epoch: int | None = None,
+        regions: dict[str, list[int]] | None = None,
     ) -> None:
         super().__init__()
         check_option("sampling", sampling, SAMPLINGS)
@@ -136,6 +145,12 @@ class SegDataModule(pl.LightningDataModule):
         self.augment = augment
         self.sampling, self.lesion_size_power, self.instance_maps = sampling, lesion_size_power, instance_maps
         self.class_counts_from, self.count_patches = class_counts_from, count_patches
+        if steps_per_epoch is not None and steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1 or null, got {steps_per_epoch}")
+        self.steps_per_epoch = steps_per_epoch
+        if regions is not None and (not regions or any(not v or min(v) < 1 for v in regions.values())):
+            raise ValueError(f"regions must map names to non-empty lists of labels >= 1, got {regions}")
+        self.regions = None if regions is None else {str(k): [int(x) for x in v] for k, v in regions.items()}
         self._split_args = {"seed": seed, "val_fraction": val_fraction, "num_folds": num_folds, "fold": fold}
         self._spec: DatasetSpec | None = None
         self._counts: np.ndarray | None = None
@@ -174,6 +189,11 @@ class SegDataModule(pl.LightningDataModule):
     def num_classes(self) -> int:
         """Classes including background (the network's output channels for softmax)."""
         return self.spec.num_classes
+
+    @property
+    def out_channels(self) -> int:
+        """The network's outputs: one per class (softmax), or one per region (sigmoid, with ``regions``)."""
+        return len(self.regions) if self.regions else self.num_classes
 
     @property
     def in_channels(self) -> int:
@@ -240,11 +260,11 @@ class SegDataModule(pl.LightningDataModule):
                                          samples_per_volume=self.samples_per_volume,
                                          pos_fraction=self.pos_fraction, augment=self.augment,
                                          sampling=self.sampling, lesion_size_power=self.lesion_size_power,
-                                         instances=self.instance_maps)
+                                         instances=self.instance_maps, regions=self.regions)
             transform.set_random_state(seed=self.seed)
             self.train_dataset = self._dataset(self.train_cases, transform)
         if stage in ("fit", "validate", None) and self.val_dataset is None:
-            self.val_dataset = self._dataset(self.val_cases, val_transforms(self.preprocessing_config))
+            self.val_dataset = self._dataset(self.val_cases, val_transforms(self.preprocessing_config, self.regions))
 
     def _dataset(self, cases: list[Case], transform) -> Dataset:
         items = [{**c.as_dict(), "name": c.name, "index": i} for i, c in enumerate(cases)]  # index: the tally's row
@@ -258,7 +278,12 @@ class SegDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             self.setup("fit")
-        return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True,
+        sampler = None
+        if self.steps_per_epoch is not None:  # a fixed number of steps per epoch, cases drawn with replacement
+            generator = torch.Generator().manual_seed(self.seed)
+            sampler = RandomSampler(self.train_dataset, replacement=True, generator=generator,
+                                    num_samples=self.steps_per_epoch * self.batch_size)
+        return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=sampler is None, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=list_data_collate,
                           worker_init_fn=worker_init_fn, persistent_workers=self.num_workers > 0)
 

@@ -17,7 +17,6 @@ whose ``inverse`` (or :func:`invert_to_input_space`) puts a prediction back on t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
@@ -34,20 +33,14 @@ from monai.transforms import (
     MapTransform,
     NormalizeIntensityd,
     Orientationd,
-    RandAdjustContrastd,
-    RandAffined,
     RandCropByPosNegLabeld,
-    RandFlipd,
-    RandGaussianNoised,
-    RandRotate90d,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
     ScaleIntensityRanged,
     Spacingd,
     SpatialPadd,
     SqueezeDimd,
 )
 
+from seg.data.augmentation import augmentation
 from seg.data.sampling import (
     BG_SUFFIX,
     FG_SUFFIX,
@@ -58,6 +51,7 @@ from seg.data.sampling import (
     PlainCopyd,
     RandCropByLesiond,
     SampledLabelIndicesd,
+    WarnIfPaddedd,
 )
 from seg.errors import check_option
 from seg.io import ras_spacing
@@ -181,9 +175,29 @@ def inference_transforms(cfg: Preprocessing | dict, *, with_label: bool = True) 
     return Compose(deterministic_transforms(cfg, keys, allow_missing_keys=True))
 
 
-def val_transforms(cfg: Preprocessing) -> Compose:
-    """Whole preprocessed volumes with labels, MetaTensors (for sliding-window validation)."""
-    return Compose(deterministic_transforms(cfg, KEYS))
+class LabelToRegionsd(MapTransform):
+    """A label map ``(1, *spatial)`` -> binary region channels ``(R, *spatial)`` float32, one per region of
+    ``regions`` ({name: labels}, e.g. BraTS ``{"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]}``); MONAI's
+    ``ConvertToMultiChannelBasedOnBratsClassesd`` for any regions. Deterministic (cached)."""
+
+    def __init__(self, keys: str, regions: dict[str, list[int]]) -> None:
+        super().__init__(keys)
+        self.regions = {name: list(v) for name, v in regions.items()}
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = d[key]
+            channels = [torch.isin(torch.as_tensor(label[0]), torch.tensor(v)) for v in self.regions.values()]
+            stacked = torch.stack(channels).float()
+            d[key] = MetaTensor(stacked, meta=label.meta) if isinstance(label, MetaTensor) else stacked
+        return d
+
+
+def val_transforms(cfg: Preprocessing, regions: dict[str, list[int]] | None = None) -> Compose:
+    """Whole preprocessed volumes with labels (as region channels with ``regions``), MetaTensors (validation)."""
+    steps = deterministic_transforms(cfg, KEYS)
+    return Compose(steps + ([LabelToRegionsd("label", regions)] if regions else []))
 
 
 def invert_to_input_space(prediction: torch.Tensor, image: MetaTensor, transforms: Compose, *,
@@ -206,30 +220,10 @@ def invert_to_input_space(prediction: torch.Tensor, image: MetaTensor, transform
     return inverter({"pred": prediction, "image": image})["pred"]
 
 
-def _augmentation(spatial_dims: int, patch_size: Sequence[int], keys: Sequence[str] = KEYS) -> list[MapTransform]:
-    """Modest, CPU-cheap augmentation of patches: flips, in-plane 90° turns, small affine, intensity.
-
-    ``keys``: the image first, then maps moved with it by nearest neighbour (label, instance map)."""
-    keys = list(keys)
-    steps: list[MapTransform] = [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
-    if patch_size[0] == patch_size[1]:  # a 90° turn of a non-square patch would change its shape
-        steps.append(RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1)))
-    in_plane = math.pi / 12
-    steps += [
-        RandAffined(keys, prob=0.2, mode=("bilinear", *["nearest"] * (len(keys) - 1)), padding_mode="zeros",
-                    rotate_range=(in_plane,) if spatial_dims == 2 else (0.0, 0.0, in_plane),
-                    scale_range=(0.1,) * spatial_dims),
-        RandScaleIntensityd("image", factors=0.1, prob=0.5),
-        RandShiftIntensityd("image", offsets=0.1, prob=0.5),
-        RandGaussianNoised("image", prob=0.15, std=0.1),
-        RandAdjustContrastd("image", prob=0.15, gamma=(0.7, 1.5)),
-    ]
-    return steps
-
-
 def train_transforms(cfg: Preprocessing, patch_size: Sequence[int], *, samples_per_volume: int = 2,
                      pos_fraction: float = 0.33, augment: bool = True, max_indices: int | None = 10_000,
-                     sampling: str = "voxels", lesion_size_power: float = 0.0, instances: bool = False) -> Compose:
+                     sampling: str = "voxels", lesion_size_power: float = 0.0, instances: bool = False,
+                     regions: dict[str, list[int]] | None = None) -> Compose:
     """Deterministic prefix + lesion-centric patches + augmentation.
 
     Each input case yields ``samples_per_volume`` dicts with ``image`` float32 ``(C, *patch_size)`` and
@@ -238,7 +232,8 @@ def train_transforms(cfg: Preprocessing, patch_size: Sequence[int], *, samples_p
     A patch is centred on a foreground voxel with probability ``pos_fraction``, else on a background voxel:
     ``sampling="voxels"`` draws the voxel uniformly over all lesion voxels (MONAI's ``RandCropByPosNegLabeld``),
     ``"lesions"`` draws a lesion first, with weight ``size ** -lesion_size_power``, then a voxel of it
-    (:class:`seg.data.sampling.RandCropByLesiond`).
+    (:class:`seg.data.sampling.RandCropByLesiond`). With ``regions`` the label becomes region channels
+    ``(R, *patch_size)`` (:class:`LabelToRegionsd`). Augmentation: :mod:`seg.data.augmentation`.
     """
     check_option("sampling", sampling, SAMPLINGS)
     if len(patch_size) != cfg.spatial_dims:
@@ -251,7 +246,8 @@ def train_transforms(cfg: Preprocessing, patch_size: Sequence[int], *, samples_p
     slices = cfg.spatial_dims == 2 and cfg.image_dims == 3
     crop_size = [*patch_size, 1] if slices else list(patch_size)  # 2D from 3D: (H, W, 1) patches
     keys = [*KEYS, INSTANCE_KEY] if instances else list(KEYS)
-    cached = [*deterministic_transforms(cfg, KEYS), SpatialPadd(KEYS, spatial_size=crop_size),
+    cached = [*deterministic_transforms(cfg, KEYS), *([LabelToRegionsd("label", regions)] if regions else []),
+              WarnIfPaddedd("image", crop_size), SpatialPadd(KEYS, spatial_size=crop_size),
               SampledLabelIndicesd("label", max_indices=max_indices)]
     if sampling == "lesions" or instances:
         cached.append(LesionComponentsd("label", instance_key=INSTANCE_KEY if instances else None))
@@ -268,7 +264,7 @@ def train_transforms(cfg: Preprocessing, patch_size: Sequence[int], *, samples_p
         per_step.append(SqueezeDimd(keys, dim=-1))
     per_step.append(PlainCopyd(keys))  # patches own their memory: the cache is never written to
     if augment:
-        per_step += _augmentation(cfg.spatial_dims, patch_size, keys)
+        per_step += augmentation(cfg.spatial_dims, patch_size, keys)
     per_step.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False))
     # The nested Compose is Randomizable, so CacheDataset caches exactly ``cached``.
     return Compose([*cached, LeanCompose(per_step)])

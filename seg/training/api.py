@@ -4,7 +4,7 @@ The config is parsed by Lightning's ``LightningCLI`` (jsonargparse): a YAML file
 (``model:``), ``SegDataModule`` (``data:``) and ``Trainer`` (``trainer:``); any key can be overridden in
 jsonargparse syntax (``--model.gamma 1.0``, ``--trainer.devices 2``); unknown keys are errors; ``--print_config``
 prints the resolved config. A few flags users reach for daily are added on top: ``--dataset``, ``--output``,
-``--max-epochs``, ``--max-minutes``, ``--seed``, ``--resume``, ``--check-data``, ``--monitor``.
+``--max-epochs``, ``--max-minutes``, ``--max-steps``, ``--seed``, ``--resume``, ``--check-data``, ``--monitor``.
 
 Before anything is instantiated the dataset is checked (:func:`seg.data.check.run_check`); a failed check exits
 with its report and nothing is written. ``seg-train`` (:mod:`seg.cli`), the demo and the comparison runner all
@@ -21,6 +21,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from seg.data.check import run_check
 from seg.data.datamodule import SegDataModule
 from seg.data.layouts import DatasetSpec, load_dataset
+from seg.inference.checkpoint import load_checkpoint
 from seg.io import image_shape
 from seg.training.module import SegModule
 from seg.training.run import AtomicCheckpointIO, fit, run_callbacks, run_loggers
@@ -35,6 +36,8 @@ class SegCLI(LightningCLI):
         parser.add_argument("--output", type=str, default="runs/default", help="run directory")
         parser.add_argument("--max-epochs", type=int | None, default=None, help="overrides trainer.max_epochs")
         parser.add_argument("--max-minutes", type=float | None, default=None, help="wall-time bound")
+        parser.add_argument("--max-steps", type=int | None, default=None,
+                            help="optimiser-step bound (with data.steps_per_epoch, the same on 3 and on 300 cases)")
         parser.add_argument("--seed", type=int | None, default=None, help="overrides seed_everything")
         parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.ckpt")
         parser.add_argument("--check-data", action="store_true", help="check the dataset, print a summary, exit")
@@ -44,7 +47,8 @@ class SegCLI(LightningCLI):
         parser.link_arguments("data.patch_size", "model.roi_size")
         parser.link_arguments("model.blob_weight", "data.instance_maps", compute_fn=_needs_instances)
         parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.out_channels", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.regions", "model.regions")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         """Parse, then fold the daily flags into the config (before LightningCLI seeds and instantiates)."""
@@ -54,6 +58,8 @@ class SegCLI(LightningCLI):
             cfg.data.dataset = cfg.dataset
         if cfg.max_epochs is not None:
             cfg.trainer.max_epochs = cfg.max_epochs
+        if cfg.max_steps is not None:
+            cfg.trainer.max_steps = cfg.max_steps
         if cfg.max_minutes is not None:
             seconds = int(round(cfg.max_minutes * 60))
             cfg.trainer.max_time = f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -63,7 +69,8 @@ class SegCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config
         spec = load_dataset(cfg.data.dataset)
-        code = run_check(spec, spatial_dims=_stored_dims(spec, cfg.data.spatial_dims), quiet=not cfg.check_data)
+        code = run_check(spec, spatial_dims=_stored_dims(spec, cfg.data.spatial_dims), quiet=not cfg.check_data,
+                         needs_foreground=cfg.model.alpha == "auto")
         if cfg.check_data or code != 0:
             raise SystemExit(code)
         cfg.data.cache_dir = cfg.output
@@ -72,7 +79,9 @@ class SegCLI(LightningCLI):
         run_dir = Path(self.config.output)
         trainer_cfg = self.config_init.trainer
         trainer_cfg.default_root_dir = str(run_dir)
-        trainer_cfg.logger = run_loggers(run_dir)
+        last = run_dir / "last.ckpt"  # --resume keeps the log up to the checkpoint's step
+        resume_step = int(load_checkpoint(last).get("global_step", 0)) if self.config.resume and last.is_file() else None
+        trainer_cfg.logger = run_loggers(run_dir, resume_step)
         if not trainer_cfg.plugins:
             trainer_cfg.plugins = [AtomicCheckpointIO()]
         monitor, mode = self.config.monitor, self.config.monitor_mode

@@ -28,10 +28,10 @@ from seg.networks import (
     window_network,
 )
 from seg.training.objective import Objective, check_finite
+from seg.training.schedule import SCHEDULES, budget_scheduler
 from seg.training.tally import ValidationTally, sliding_window_logits
 
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("poly", "cosine", "constant")
 
 
 class SegModule(pl.LightningModule):
@@ -40,6 +40,8 @@ class SegModule(pl.LightningModule):
     Args:
         network: network name (``dynunet``, ``unet``, ``basicunet``).
         channels: features per U-Net level.
+        kernel_sizes, strides: DynUNet's per-level kernels and strides, per axis where the data is anisotropic
+            (``seg-plan`` writes them; None: 3 and stride 2 everywhere). See :class:`seg.networks.NetworkConfig`.
         spatial_dims, in_channels, num_classes: linked from the data module by the CLI.
         loss: one of ``focal``, ``dice``, ``focal_dice``, ``ce``, ``dice_ce``.
         gamma: focal γ (ignored by ``ce``/``dice_ce``/``dice``).
@@ -66,12 +68,16 @@ class SegModule(pl.LightningModule):
             validation split with ``min_size``.
         lesion_matching: the lesion matching rule of validation and of the ``auto`` choices
             (``msseg``, ``iou`` or ``overlap``; :mod:`seg.evaluation.matching`).
+        regions: linked from the data module: overlapping label regions, one sigmoid output each (focal, Dice and
+            α per region; ``num_classes`` is then the number of regions); None: softmax over the classes.
     """
 
     def __init__(
         self,
         network: str = "dynunet",
         channels: Sequence[int] = (16, 32, 64, 128),
+        kernel_sizes: list | None = None,
+        strides: list | None = None,
         spatial_dims: int = 3,
         in_channels: int = 1,
         num_classes: int = 2,
@@ -97,6 +103,7 @@ class SegModule(pl.LightningModule):
         min_size_mm3: float | None = None,
         threshold: float | str | None = None,
         lesion_matching: str = "msseg",
+        regions: dict[str, list[int]] | None = None,
     ) -> None:
         super().__init__()
         check_option("loss", loss.lower(), LOSSES)
@@ -112,19 +119,28 @@ class SegModule(pl.LightningModule):
         self.network_config = NetworkConfig(
             name=network, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes,
             channels=list(channels), deep_supervision=deep_supervision,
+            kernel_sizes=None if kernel_sizes is None else list(kernel_sizes),
+            strides=None if strides is None else list(strides),
         )
         self.network = build_network(self.network_config)
-        self.alpha_values: list[float] | None = None if alpha == "auto" else resolve_alpha(alpha, num_classes)
+        self.activation = "sigmoid" if regions else "softmax"
+        if regions and "auto" in (min_size, threshold):
+            raise ValueError("min_size/threshold 'auto' are chosen for softmax outputs only; give numbers with regions")
+        if regions and blob_weight > 0:
+            raise ValueError("blob_weight works on label maps (softmax), not on region channels")
+        self.alpha_values: list[float] | None = None if alpha == "auto" else resolve_alpha(
+            alpha, num_classes, activation=self.activation)
         self.class_counts: list[float] | None = None
         self.preprocessing: dict = {}
         self.label_names: dict[int, str] = {}
         self.criterion = self._make_criterion()
-        self._tally = ValidationTally(num_classes, matching=lesion_matching)
+        self._tally = ValidationTally(num_classes, matching=lesion_matching, regions=list(regions or []) or None)
 
     # ----------------------------------------------------------------------------------- set-up
     def _make_criterion(self) -> Objective:
         hp = self.hparams
-        return Objective(hp.loss, gamma=hp.gamma, alpha=self.alpha_values, include_background=hp.include_background,
+        return Objective(hp.loss, gamma=hp.gamma, alpha=self.alpha_values, activation=self.activation,
+                         include_background=hp.include_background or self.activation == "sigmoid",
                          lambda_focal=hp.lambda_focal, lambda_dice=hp.lambda_dice,
                          batch_dice=hp.get("batch_dice", False),
                          focal_normalization=hp.get("focal_normalization", "voxels"),
@@ -141,8 +157,13 @@ class SegModule(pl.LightningModule):
         if self.class_counts is None:
             self.class_counts = np.asarray(datamodule.class_counts(), dtype=np.float64).tolist()
         if self.hparams.alpha == "auto":
+            counts = self.class_counts
+            if self.hparams.get("regions"):  # each region is its own binary problem: [negatives, positives]
+                total = sum(counts)
+                counts = [[total - p, p] for p in (sum(counts[c] for c in labels if c < len(counts))
+                                                   for labels in self.hparams.regions.values())]
             self.alpha_values = resolve_alpha("auto", self.hparams.num_classes, method=self.hparams.alpha_method,
-                                              counts=self.class_counts)
+                                              counts=counts, activation=self.activation)
             self.criterion = self._make_criterion()
         world = self.trainer.world_size
         rank = f"rank {self.trainer.global_rank}/{world}: " if world > 1 else ""
@@ -164,7 +185,7 @@ class SegModule(pl.LightningModule):
         """Everything inference needs (stored in checkpoints as ``InferenceSpec.to_dict()``)."""
         hp = self.hparams
         return InferenceSpec(
-            network=self.network_config, activation="softmax",
+            network=self.network_config, activation=self.activation, regions=self.hparams.get("regions"),
             roi_size=list(hp.roi_size) if hp.roi_size else None, preprocessing=self.preprocessing,
             label_names={str(k): v for k, v in self.label_names.items()}, loss=hp.loss, gamma=float(hp.gamma),
             alpha=self.alpha_values, alpha_method=hp.alpha_method if hp.alpha == "auto" else "given",
@@ -216,6 +237,11 @@ class SegModule(pl.LightningModule):
         spacing = np.linalg.norm(np.asarray(batch["image"].affine[0])[:3, :3], axis=0) \
             if hasattr(batch["image"], "affine") else None
         size = min_voxels(post["min_size"], post["min_size_mm3"], spacing)
+        if self.activation == "sigmoid":  # region masks (B, R, *spatial), compared with the region channels
+            prediction = postprocess(torch.sigmoid(logits), activation="sigmoid", threshold=post["threshold"],
+                                     min_size=size)
+            self._tally.update(prediction, label, [int(i) for i in batch["index"]] if "index" in batch else [batch_idx])
+            return
         prediction = logits.argmax(1) if size <= 1 and post["threshold"] is None else \
             postprocess(torch.softmax(logits, 1), threshold=post["threshold"], min_size=size)
         indices = [int(i) for i in batch["index"]] if "index" in batch else [batch_idx]
@@ -241,11 +267,7 @@ class SegModule(pl.LightningModule):
             opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.schedule == "constant":
             return opt
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        if hp.schedule == "poly":
-            sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=total, power=0.9)
-        else:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        sched = budget_scheduler(opt, hp.schedule, int(self.trainer.estimated_stepping_batches))  # see TimeBudget
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

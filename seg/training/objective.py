@@ -22,7 +22,7 @@ class Objective(nn.Module):
     ``+ blob_weight · blob_loss`` (:mod:`seg.losses.blob`, full resolution only).
 
     Args:
-        loss: a name of :data:`seg.losses.factory.LOSSES`; gamma, alpha, include_background, lambda_focal,
+        loss: a name of :data:`seg.losses.factory.LOSSES`; gamma, alpha, activation, include_background, lambda_focal,
             lambda_dice, batch_dice, focal_normalization: its options (:func:`seg.losses.factory.build_loss`).
         blob_weight: weight of the blob term (0: off). The per-lesion criterion follows ``loss``: its focal and
             Dice parts with their lambdas (``dice`` has no focal part, ``focal``/``ce`` no Dice part).
@@ -30,12 +30,13 @@ class Objective(nn.Module):
     """
 
     def __init__(self, loss: str, *, gamma: float, alpha: Sequence[float] | None, include_background: bool,
+                 activation: str = "softmax",
                  lambda_focal: float, lambda_dice: float, batch_dice: bool, focal_normalization: str = "voxels",
                  blob_weight: float = 0.0, deep_supervision: bool = False) -> None:
         super().__init__()
         if not (math.isfinite(blob_weight) and blob_weight >= 0):
             raise ValueError(f"blob_weight must be a finite number >= 0, got {blob_weight}")
-        self.criterion = build_loss(loss, gamma=gamma, alpha=alpha, activation="softmax",
+        self.criterion = build_loss(loss, gamma=gamma, alpha=alpha, activation=activation,
                                     include_background=include_background, lambda_focal=lambda_focal,
                                     lambda_dice=lambda_dice, batch_dice=batch_dice,
                                     focal_normalization=focal_normalization)

@@ -12,6 +12,7 @@ A run directory holds::
 
 from __future__ import annotations
 
+import csv
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from seg.inference.checkpoint import load_checkpoint
 from seg.io import atomic_path, write_json
 from seg.losses.alpha import ALPHA_FILE, save_alpha
 from seg.training.curves import plot_training_curves
+from seg.training.schedule import TimeBudget
 from seg.training.tuning import tune_postprocessing
 
 
@@ -37,11 +39,48 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
-def run_loggers(run_dir: Path) -> list:
-    """TensorBoard and CSV loggers writing straight into ``run_dir``."""
+class RunCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, except that a resumed run keeps its log.
+
+    Lightning's writer deletes ``metrics.csv`` when it starts in a non-empty folder ("Previous log files ... will
+    be deleted"), so after ``--resume`` the training curves began at the restart. Here the rows logged up to the
+    step the run resumes from (``resume_step``, the checkpoint's global step) are read first and written back at
+    once; rows after it (logged before the kill, after the checkpoint) are dropped, as those steps run again.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+        super().__init__(save_dir=str(run_dir), name="", version="")
+        self.resume_step = resume_step
+
+    @property
+    def experiment(self):
+        if self._experiment is not None or self.resume_step is None:
+            return super().experiment
+        kept = self._rows_until(self.resume_step)
+        writer = super().experiment  # deletes metrics.csv
+        if kept:
+            writer.metrics = kept
+            writer.save()
+        return writer
+
+    def _rows_until(self, step: int) -> list[dict[str, str]]:
+        path = Path(self.log_dir) / "metrics.csv"
+        if not path.is_file():
+            return []
+        with open(path, newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if r.get("step") not in (None, "")]
+        # at the checkpoint's own step, validation and epoch-end rows came before it; a training step's row (its
+        # loss, its learning rate) came after it and runs again
+        after = [k for k in (rows[0] if rows else {}) if k.endswith("_step") or k.startswith("lr-")]
+        return [r for r in rows if float(r["step"]) < step
+                or (float(r["step"]) == step and not any(r.get(k) for k in after))]
+
+
+def run_loggers(run_dir: Path, resume_step: int | None = None) -> list:
+    """TensorBoard and CSV loggers writing straight into ``run_dir`` (``resume_step``: see :class:`RunCSVLogger`)."""
     return [
         TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False),
-        CSVLogger(save_dir=str(run_dir), name="", version=""),
+        RunCSVLogger(run_dir, resume_step),
     ]
 
 
@@ -55,6 +94,8 @@ class StepTimer(Callback):
     def __init__(self) -> None:
         self.compute = 0.0
         self.waiting = 0.0
+        self.validation = 0.0
+        self._validation_start = 0.0
         self.steps = 0
         self._last_end: float | None = None
         self._start = 0.0
@@ -74,14 +115,18 @@ class StepTimer(Callback):
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._last_end = None  # validation time is neither step nor data wait
+        self._validation_start = time.perf_counter()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._last_end = time.perf_counter()
+        self.validation += self._last_end - self._validation_start
 
     def summary(self) -> dict[str, float]:
         total = self.compute + self.waiting
         return {"steps": self.steps, "seconds_per_step": total / max(self.steps, 1),
-                "data_wait_share": self.waiting / total if total else 0.0}
+                "data_wait_share": self.waiting / total if total else 0.0,
+                "validation_seconds": self.validation,
+                "validation_share": self.validation / (total + self.validation) if total + self.validation else 0.0}
 
 
 def _tune_if_asked(model: pl.LightningModule, datamodule: pl.LightningDataModule, run_dir: Path) -> None:
@@ -97,6 +142,36 @@ def _tune_if_asked(model: pl.LightningModule, datamodule: pl.LightningDataModule
                         fixed_min_size=post["min_size"])
 
 
+class ValidationBudget(Callback):
+    """Keep time-based validation near ``share`` of the wall time: after each validation of ``d`` seconds, the
+    interval (``trainer.val_check_interval`` given as a duration) becomes at least ``d (1 - share) / share``.
+
+    Lightning keeps the interval in ``Trainer._val_check_time_interval`` (2.6), which is what is stretched; with a
+    step- or epoch-based ``val_check_interval`` this callback does nothing.
+    """
+
+    def __init__(self, share: float = 0.1) -> None:
+        self.share, self._start = share, 0.0
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        interval = getattr(trainer, "_val_check_time_interval", None)
+        if interval is not None and not trainer.sanity_checking:
+            needed = (time.perf_counter() - self._start) * (1 - self.share) / self.share
+            trainer._val_check_time_interval = max(float(interval), needed)
+
+
+class FlushLogsOnCheckpoint(Callback):
+    """Write the loggers' buffered rows whenever a checkpoint is written, so a run killed after it can resume with
+    its whole log (the CSV logger otherwise flushes every 100 steps)."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+
+
 def run_callbacks(run_dir: Path, monitor: str = "val/lesion_f1", mode: str = "max", *,
                   progress_bar: bool = True) -> list:
     check_option("--monitor-mode", mode, ("max", "min"))
@@ -105,6 +180,9 @@ def run_callbacks(run_dir: Path, monitor: str = "val/lesion_f1", mode: str = "ma
                         save_last=True, enable_version_counter=False, auto_insert_metric_name=False),
         LearningRateMonitor(logging_interval="step"),
         StepTimer(),
+        ValidationBudget(),
+        TimeBudget(),
+        FlushLogsOnCheckpoint(),
     ]
     return callbacks + ([TQDMProgressBar(refresh_rate=5)] if progress_bar else [])
 
@@ -130,7 +208,8 @@ def fit(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.Lightning
             timing = timers[0].summary()
             write_json(run_dir / "step_timing.json", timing)
             print(f"training: {timing['steps']} steps, {timing['seconds_per_step']:.3f} s/step, "
-                  f"{100 * timing['data_wait_share']:.1f} % of it waiting for data")
+                  f"{100 * timing['data_wait_share']:.1f} % of it waiting for data; validation "
+                  f"{100 * timing['validation_share']:.1f} % of the time")
         metrics_csv = run_dir / "metrics.csv"
         if metrics_csv.is_file():
             plot_training_curves(metrics_csv, run_dir / "training_curves.png")

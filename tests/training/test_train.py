@@ -23,15 +23,6 @@ TINY = ["--config", str(ROOT / "configs" / "demo.yaml"), "--model.channels", "[4
         "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1"]
 
 
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> Path:
-    from seg.data.synthetic import make_dataset
-
-    out = tmp_path_factory.mktemp("tiny")
-    return make_dataset(out, cases=6, test_cases=2, shape=(32, 32, 24), foreground_fraction=0.01,
-                        empty_fraction=0.0, seed=3, progress=False)
-
-
 def _metrics(run: Path) -> list[dict]:
     with open(run / "metrics.csv") as handle:
         return list(csv.DictReader(handle))
@@ -125,6 +116,12 @@ def test_resume_after_kill_continues_at_the_same_step(tiny_dataset: Path, tmp_pa
     # optimiser and scheduler state carried over: the scheduler counted every step
     assert final["lr_schedulers"][0]["last_epoch"] == final["global_step"]
     assert final["optimizer_states"][0]["state"][0]["step"] == final["global_step"]
+    # the log survived the kill and the resume: every epoch is in metrics.csv, each step once
+    rows = _metrics(run)
+    epochs = {int(float(r["epoch"])) for r in rows if r.get("train/loss_epoch")}
+    assert epochs == set(range(epoch + 2))
+    steps = [r["step"] for r in rows if r.get("train/loss_step")]
+    assert len(steps) == len(set(steps)) and len(steps) == final["global_step"]
 
 
 def test_seed_flag_seeds_everything(tiny_dataset: Path, tmp_path: Path) -> None:
