@@ -39,6 +39,8 @@ class InferenceSpec:
         activation: ``"softmax"`` (one class per voxel) or ``"sigmoid"`` (independent channels).
         loss, gamma, alpha, alpha_method, class_counts: how the network was trained (α as used, per class).
         postprocessing: ``{"min_size": voxels, ...}``, the defaults of ``seg-infer``.
+        regions: with ``activation="sigmoid"``, the label regions of the outputs ({name: labels}), written back as a
+            label map by :func:`seg.inference.postprocess.regions_to_labels`; None: softmax over the classes.
         version: :data:`SPEC_VERSION` of the writer.
     """
 
@@ -53,6 +55,7 @@ class InferenceSpec:
     alpha_method: str = "given"
     class_counts: list[float] | None = None
     postprocessing: dict[str, Any] = field(default_factory=dict)
+    regions: dict[str, list[int]] | None = None
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:

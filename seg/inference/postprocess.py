@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -89,3 +89,27 @@ def remove_small_components(labels: torch.Tensor, min_size: int, *, channels: bo
             small[0] = False
             volume[small[components]] = 0
     return torch.from_numpy(array).to(labels.device)
+
+
+def region_labels(regions: Mapping[str, Sequence[int]]) -> list[int]:
+    """The label each region writes back (nnU-Net's ``regions_class_order``): the smallest label of the region that no
+    later region holds. BraTS-2015 ``{WT: [1, 2, 3, 4], TC: [1, 3, 4], ET: [4]}`` gives ``[2, 1, 4]``."""
+    names = list(regions)
+    out = []
+    for i, name in enumerate(names):
+        later = {label for other in names[i + 1:] for label in regions[other]}
+        own = sorted(set(regions[name]) - later)
+        if not own:
+            raise ValueError(f"region {name!r} {list(regions[name])} has no label outside the later regions, so it "
+                             "cannot be written back as a label map; order the regions from the largest to the smallest")
+        out.append(own[0])
+    return out
+
+
+def regions_to_labels(masks: torch.Tensor, values: Sequence[int]) -> torch.Tensor:
+    """Region masks ``(B, R, *spatial)`` (0/1) -> a label map ``(B, *spatial)`` uint8: region r writes ``values[r]``,
+    later regions overwriting earlier ones (nnU-Net's region-to-label rule)."""
+    labels = torch.zeros((masks.shape[0], *masks.shape[2:]), dtype=torch.uint8, device=masks.device)
+    for r, value in enumerate(values):
+        labels[masks[:, r] > 0] = int(value)
+    return labels

@@ -1,13 +1,18 @@
-"""File -> file prediction: NIfTI volumes in, NIfTI masks out in exactly each input's space.
+"""``seg-infer``: NIfTI volumes in, NIfTI masks out in exactly each input's space, on the user's devices.
 
-For every case, the preprocessing stored in the checkpoint (orientation, cropping, spacing, normalisation;
-see :mod:`seg.data.transforms`) is replayed with MONAI's invertible transforms, the network predicts by
-sliding window (:func:`seg.inference.predict_volume`), the probabilities are inverted onto the input's
-grid, and the mask is written with the *input file's* header, shape and affine (qform and sform) by
-:func:`seg.io.write_like` — so the mask opens on top of the scan in any viewer. Writes are atomic.
+    seg-infer --checkpoint RUN/best.ckpt [B.ckpt ... | RUN_OF_FOLDS/] --input FILE|DIR|dataset.json --output DIR
+              [--model EXPORT_DIR] [--device auto|cpu|cuda|cuda:N|mps] [--devices N --strategy ddp --num-nodes M]
+              [--probabilities] [--overwrite] [--tta/--no-tta] [--overlap 0.5] [--batch-size 4]
+              [--min-size N | --min-size-mm3 V] [--threshold T] [--precision 32|bf16|16] [--num-workers 1]
 
-A case that fails (unreadable file, wrong number of channels, NaN voxels) is reported with its file name;
-the other cases continue and the command exits non-zero at the end.
+For every case the preprocessing stored with the model (orientation, cropping, spacing, normalisation) is replayed
+with MONAI's invertible transforms, the network predicts by sliding window, the prediction is inverted onto the
+input's grid, and the mask is written with the input file's header, shape and affine (qform and sform), so it opens
+on top of the scan in any viewer (:mod:`seg.inference.predictor`). Cases run through Lightning's
+``Trainer.predict`` (:mod:`seg.inference.batch`): one device, or several GPUs and nodes under DDP. Existing outputs
+are skipped unless ``--overwrite`` (only a case whose outputs are all there is complete, so a killed run restarted
+predicts what is missing); a failing case is reported by file and the others go on; the exit code is non-zero if any
+case failed on any rank. Options left out take the checkpoint's settings (postprocessing) or the defaults.
 """
 
 from __future__ import annotations
@@ -17,18 +22,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
-from monai.data import MetaTensor
-from tqdm import tqdm
-
 from seg.data.layouts import Case, load_dataset
-from seg.data.transforms import Preprocessing, inference_transforms, invert_to_input_space
-from seg.inference.checkpoint import load_for_inference
-from seg.inference.postprocess import min_voxels, postprocess
-from seg.inference.sliding_window import predict_volume
-from seg.io import case_name, is_nifti, write_like
-from seg.networks import window_network
+from seg.errors import check_option
+from seg.files import ensure_folder
+from seg.inference.batch import PRECISIONS, Job, run
+from seg.inference.export import load_export
+from seg.inference.predictor import CasePredictor, Settings, load_models
+from seg.io import case_name, is_nifti
 from seg.types import PathLike
 
 
@@ -54,87 +54,84 @@ def discover_inputs(source: PathLike) -> list[Case]:
     return [Case(name, files) for name, files in groups.items()]
 
 
-class Predictor:
-    """A trained network plus its preprocessing, predicting one case at a time."""
-
-    def __init__(self, checkpoint: PathLike, *, tta: bool = False, overlap: float = 0.5, batch_size: int = 4,
-                 min_size: int | None = None) -> None:
-        self.network, self.spec = load_for_inference(checkpoint)
-        self.preprocessing = Preprocessing.from_dict(self.spec.preprocessing)
-        self.transforms = inference_transforms(self.preprocessing, with_label=False)
-        self.in_channels = int(self.spec.network.in_channels)
-        self.roi_size = self.spec.roi_size
-        post = self.spec.postprocessing  # the training run's postprocessing, unless overridden
-        self.min_size = int(post.get("min_size", 0)) if min_size is None else min_size
-        self.min_size_mm3 = post.get("min_size_mm3") if min_size is None else None
-        self.threshold = post.get("threshold")
-        self.tta, self.overlap, self.batch_size = tta, overlap, batch_size
-
-    def __call__(self, images: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
-        """Labels ``(*input spatial)`` uint8 and probabilities ``(K, *input spatial)`` float32 of one case."""
-        if len(images) != self.in_channels:
-            raise ValueError(f"case '{images[0]}' has {len(images)} image file(s) but the checkpoint's network "
-                             f"takes {self.in_channels} channel(s)")
-        data = self.transforms({"image": [str(p) for p in images]})
-        image = data["image"]
-        if not torch.isfinite(image.as_tensor()).all():
-            raise ValueError(f"case '{images[0]}' has NaN or inf voxels")
-        if image.shape[0] != self.in_channels:
-            raise ValueError(f"case '{images[0]}' has {image.shape[0]} channel(s) but the checkpoint's network "
-                             f"takes {self.in_channels}")
-        volume = image.as_tensor()[None]  # (1, C, *spatial)
-        network, roi = window_network(self.network, self.spec.network.spatial_dims, volume,
-                                      self.roi_size or list(image.shape[1:]))
-        probabilities = predict_volume(network, volume, roi, overlap=self.overlap, batch_size=self.batch_size,
-                                       tta=self.tta)[0]  # (K, *spatial)
-        inverted = invert_to_input_space(MetaTensor(probabilities), image, self.transforms, nearest=False)
-        spacing = np.linalg.norm(np.asarray(inverted.affine)[:3, :3], axis=0)  # the input's own grid (mm)
-        restored = inverted.as_tensor()
-        # Outside the cropped foreground the inverse pads zeros: make that explicit background.
-        restored[0] = (1.0 - restored[1:].sum(0)).clamp(0.0, 1.0)
-        size = min_voxels(self.min_size, self.min_size_mm3, spacing[: restored.ndim - 1])
-        labels = postprocess(restored[None], activation="softmax", threshold=self.threshold, min_size=size)[0]
-        return labels.cpu().numpy().astype(np.uint8), restored.cpu().numpy().astype(np.float32)
+def lightning_device(device: str) -> tuple[str, int | list[int] | None]:
+    """``--device`` -> Lightning's (accelerator, devices or None for ``--devices``): auto, cpu, cuda, cuda:N, mps."""
+    if device.startswith("cuda:"):
+        return "gpu", [int(device.split(":", 1)[1])]
+    accelerator = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "mps": "mps"}.get(device)
+    if accelerator is None:
+        check_option("device", device, ("auto", "cpu", "cuda", "cuda:N", "mps"))
+    return accelerator, None
 
 
-def predict_files(checkpoint: PathLike, source: PathLike, output: PathLike, *, probabilities: bool = False,
-                  overwrite: bool = False, tta: bool = False, min_size: int | None = None) -> list[str]:
-    """Predict every case of ``source`` into ``output``; returns the failure messages (empty: all fine)."""
-    predictor = Predictor(checkpoint, tta=tta, min_size=min_size)
+def predict_files(checkpoint: PathLike | Sequence[PathLike] | None, source: PathLike, output: PathLike, *,
+                  model: PathLike | None = None, probabilities: bool = False, overwrite: bool = False,
+                  tta: bool = False, min_size: int | None = None, min_size_mm3: float | None = None,
+                  threshold: float | None = None, overlap: float = 0.5, batch_size: int = 4, device: str = "cpu",
+                  devices: int = 1, strategy: str = "auto", num_nodes: int = 1, num_workers: int = 0,
+                  precision: str = "32", progress: bool = True) -> list[str]:
+    """Predict every case of ``source`` into ``output``; returns the failure messages (empty: all fine).
+
+    ``checkpoint``: one checkpoint, several (an ensemble), or run folders of folds; or ``model``: an export folder.
+    """
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    failures: list[str] = []
-    cases = discover_inputs(source)
-    for case in tqdm(cases, desc="predicting", unit="case"):
-        name, images = case.name, case.images
-        out_path = output / f"{name}.nii.gz"
-        if out_path.exists() and not overwrite:
-            tqdm.write(f"skipping {name}: {out_path} exists (use --overwrite)")
+    ensure_folder(output)  # a file in the way is one clear error, before any model is read
+    check_option("precision", precision, tuple(PRECISIONS))
+    if (checkpoint is None) == (model is None):
+        raise ValueError("give either --checkpoint (one or more) or --model (an export folder of seg-export)")
+    settings = Settings(overlap=overlap, batch_size=batch_size, tta=tta, min_size=min_size, min_size_mm3=min_size_mm3,
+                        threshold=threshold)
+    if model is not None:
+        network, spec = load_export(model)
+    else:
+        paths = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
+        network, spec = load_models(paths)
+    predictor = CasePredictor(network, spec, settings)
+    jobs = []
+    for case in discover_inputs(source):
+        targets = [output / f"{case.name}.nii.gz"] + ([output / "probabilities" / f"{case.name}.nii.gz"]
+                                                      if probabilities else [])
+        if all(t.exists() for t in targets) and not overwrite:  # skip only what is complete
+            print(f"skipping {case.name}: its output(s) exist (use --overwrite)")
             continue
-        try:
-            labels, probs = predictor(images)
-            if probabilities:
-                write_like(probs, images[0], output / "probabilities" / f"{name}.nii.gz", dtype=np.float32)
-            write_like(labels, images[0], out_path, dtype=np.uint8)
-        except (ValueError, OSError, RuntimeError) as error:
-            failures.append(f"{images[0]}: {error}")
-            tqdm.write(f"FAILED {images[0]}: {error}", file=sys.stderr)
-    return failures
+        jobs.append(Job(case, targets))
+    if not jobs:
+        return []
+    accelerator, chosen = lightning_device(device)
+    return run(predictor, jobs, probabilities=probabilities, accelerator=accelerator,
+               devices=chosen if chosen is not None else devices, strategy=strategy, num_nodes=num_nodes,
+               num_workers=num_workers, precision=precision, progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="seg-infer", description="Predict NIfTI masks with a seg checkpoint.")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="RUN/best.ckpt")
+    parser = argparse.ArgumentParser(prog="seg-infer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", nargs="+", type=Path, help="RUN/best.ckpt, several (ensemble) or run folders")
+    parser.add_argument("--model", type=Path, help="an export folder of seg-export (instead of --checkpoint)")
     parser.add_argument("--input", required=True, type=Path, help="NIfTI file, folder, or dataset.json")
     parser.add_argument("--output", required=True, type=Path, help="output folder")
     parser.add_argument("--probabilities", action="store_true", help="also write float probability maps")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    parser.add_argument("--min-size", type=int, default=None,
-                        help="remove components under this many voxels (default: the checkpoint's setting)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
+                        help="average over all axis flips (nnU-Net's mirroring)")
+    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per network call")
+    parser.add_argument("--min-size", type=int, default=None, help="remove components under N voxels "
+                        "(default: the checkpoint's postprocessing)")
+    parser.add_argument("--min-size-mm3", type=float, default=None, help="remove components under V mm^3")
+    parser.add_argument("--threshold", type=float, default=None, help="foreground where 1 - p(background) > T")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (auto: CUDA if present)")
+    parser.add_argument("--devices", type=int, default=1, help="devices (processes) per node, with --strategy ddp")
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp for several devices")
+    parser.add_argument("--num-nodes", type=int, default=1, help="machines, with --strategy ddp")
+    parser.add_argument("--num-workers", type=int, default=1, help="DataLoader workers reading the next cases")
+    parser.add_argument("--precision", default="32", help="32, bf16 or 16 (mixed precision on accelerators)")
     args = parser.parse_args(argv)
-    failures = predict_files(args.checkpoint, args.input, args.output, probabilities=args.probabilities,
-                             overwrite=args.overwrite, tta=args.tta, min_size=args.min_size)
+    failures = predict_files(args.checkpoint, args.input, args.output, model=args.model,
+                             probabilities=args.probabilities, overwrite=args.overwrite, tta=args.tta,
+                             min_size=args.min_size, min_size_mm3=args.min_size_mm3, threshold=args.threshold,
+                             overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+                             devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
+                             num_workers=args.num_workers, precision=args.precision)
     if failures:
         print(f"{len(failures)} case(s) failed:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1

@@ -94,13 +94,15 @@ def foreground_box(image: torch.Tensor) -> tuple[slice, ...] | None:
     return tuple(slice(int(s), int(e)) for s, e in zip(start, end, strict=True))
 
 
-def _forward(network: Network, windows: torch.Tensor, tta: bool) -> torch.Tensor:
-    """Logits ``(n, K, *roi)`` float32 of windows ``(n, C, *roi)``, averaged over all flips when ``tta``."""
+def _forward(network: Network, windows: torch.Tensor, tta: bool, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Logits ``(n, K, *roi)`` float32 of windows ``(n, C, *roi)``, averaged over all flips when ``tta``; the network
+    runs under ``torch.autocast`` in ``dtype`` when given (bfloat16/float16 mixed precision)."""
     spatial = tuple(range(2, windows.ndim))
     flips = [axes for r in range(len(spatial) + 1) for axes in itertools.combinations(spatial, r)] if tta else [()]
     total = None
     for axes in flips:
-        out = network(torch.flip(windows, axes) if axes else windows)
+        with torch.autocast(windows.device.type, dtype=dtype, enabled=dtype is not None):
+            out = network(torch.flip(windows, axes) if axes else windows)
         if not isinstance(out, torch.Tensor) or out.ndim != windows.ndim or out.shape[2:] != windows.shape[2:]:
             found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"network must return logits (n, K, *roi) for windows {tuple(windows.shape)}, "
@@ -111,17 +113,19 @@ def _forward(network: Network, windows: torch.Tensor, tta: bool) -> torch.Tensor
 
 
 def _blended_slabs(network: Network, image: torch.Tensor, roi: tuple[int, ...], overlap: float,
-                   importance: torch.Tensor, batch_size: int, tta: bool) -> Iterator[tuple[slice, torch.Tensor]]:
+                   importance: torch.Tensor, batch_size: int, tta: bool,
+                   dtype: torch.dtype | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
     """Blended logits of one image, slab by slab along the first spatial axis.
 
     Args:
-        image: ``(C, *spatial)`` float32 (already cropped to the foreground box if cropping).
-        importance: ``(*roi)`` window weights.
+        image: ``(C, *spatial)`` float32 (already cropped to the foreground box if cropping), on any device.
+        importance: ``(*roi)`` window weights, on the compute device (where windows, network and slabs are).
 
     Yields:
         ``(rows, logits)``: the slice of the first spatial axis of ``image`` and the logits
-        ``(K, rows, *spatial[1:])`` float32 of those rows; the rows cover the image once, in order.
+        ``(K, rows, *spatial[1:])`` float32 of those rows, on the compute device; the rows cover the image once.
     """
+    device = importance.device
     size = image.shape[1:]
     # Pad up to the ROI where the image is smaller, symmetrically with zeros, as MONAI does.
     before = [max(r - s, 0) // 2 for r, s in zip(roi, size, strict=True)]
@@ -134,15 +138,15 @@ def _blended_slabs(network: Network, image: torch.Tensor, roi: tuple[int, ...], 
     crop = tuple(slice(b, b + s) for b, s in zip(before[1:], size[1:], strict=True))
     starts = sorted({w[0].start for w in windows})
     logit_sum: torch.Tensor | None = None
-    weight_sum = torch.zeros((roi[0], *psize[1:]), dtype=torch.float32, device=image.device)
+    weight_sum = torch.zeros((roi[0], *psize[1:]), dtype=torch.float32, device=device)
     for i, start in enumerate(starts):
         group = [w for w in windows if w[0].start == start]
         for j in range(0, len(group), batch_size):
             batch = group[j:j + batch_size]
-            x = torch.stack([padded[(slice(None), *w)] for w in batch])  # (n, C, *roi)
-            y = _forward(network, x, tta) * importance  # (n, K, *roi)
+            x = torch.stack([padded[(slice(None), *w)] for w in batch]).to(device, non_blocking=True)  # (n, C, *roi)
+            y = _forward(network, x, tta, dtype) * importance  # (n, K, *roi)
             if logit_sum is None:
-                logit_sum = torch.zeros((y.shape[1], roi[0], *psize[1:]), dtype=torch.float32, device=image.device)
+                logit_sum = torch.zeros((y.shape[1], roi[0], *psize[1:]), dtype=torch.float32, device=device)
             for w, yw in zip(batch, y, strict=True):
                 local = (slice(0, roi[0]), *w[1:])  # slab rows start at `start`
                 logit_sum[(slice(None), *local)] += yw
@@ -162,22 +166,25 @@ def _blended_slabs(network: Network, image: torch.Tensor, roi: tuple[int, ...], 
 
 
 def _slabs(network: Network, image: torch.Tensor, roi: tuple[int, ...], overlap: float, blend: str,
-           batch_size: int, tta: bool, crop: bool) -> Iterator[tuple[int, tuple[slice, ...], torch.Tensor]]:
-    """``(b, index, logits)`` for every finished slab of every image; ``index`` locates it in ``(*spatial)``."""
-    importance = compute_importance_map(roi, mode=blend, sigma_scale=SIGMA_SCALE, device=image.device)
+           batch_size: int, tta: bool, crop: bool, device: torch.device | str | None = None,
+           dtype: torch.dtype | None = None) -> Iterator[tuple[int, tuple[slice, ...], torch.Tensor]]:
+    """``(b, index, logits)`` for every finished slab of every image; ``index`` locates it in ``(*spatial)``;
+    ``logits`` are on the compute ``device`` (default: the image's)."""
+    device = image.device if device is None else torch.device(device)
+    importance = compute_importance_map(roi, mode=blend, sigma_scale=SIGMA_SCALE, device=device)
     for b in range(image.shape[0]):
         box = foreground_box(image[b]) if crop else tuple(slice(0, s) for s in image.shape[2:])
         if box is None:
             continue
         x = image[(b, slice(None), *box)].float()
-        for rows, logits in _blended_slabs(network, x, roi, overlap, importance, batch_size, tta):
+        for rows, logits in _blended_slabs(network, x, roi, overlap, importance, batch_size, tta, dtype):
             first = slice(box[0].start + rows.start, box[0].start + rows.stop)
             yield b, (first, *box[1:]), logits
 
 
-def _num_outputs(network: Network, image: torch.Tensor, roi: tuple[int, ...]) -> int:
+def _num_outputs(network: Network, image: torch.Tensor, roi: tuple[int, ...], device=None) -> int:
     """K, from one window of zeros (used only when no image has any foreground)."""
-    return int(network(torch.zeros((1, image.shape[1], *roi), device=image.device)).shape[1])
+    return int(network(torch.zeros((1, image.shape[1], *roi), device=device or image.device)).shape[1])
 
 
 def _activate(logits: torch.Tensor, activation: str | None, dim: int) -> torch.Tensor:
@@ -188,7 +195,8 @@ def _activate(logits: torch.Tensor, activation: str | None, dim: int) -> torch.T
 
 def predict_volume(network: Network, image: torch.Tensor, roi_size: int | Sequence[int], *,
                    overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4, tta: bool = False,
-                   activation: str | None = "softmax", crop: bool = True) -> torch.Tensor:
+                   activation: str | None = "softmax", crop: bool = True, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
     """Class probabilities of whole volumes by Gaussian-blended sliding windows.
 
     Call ``network.eval()`` first; the network's mode is left as it is.
@@ -203,6 +211,9 @@ def predict_volume(network: Network, image: torch.Tensor, roi_size: int | Sequen
         tta: average over all flips of the spatial axes (8 network calls per window in 3D).
         activation: ``"softmax"`` (over K), ``"sigmoid"`` (per channel) or ``None`` (blended logits).
         crop: place windows on the foreground box only (see the module docstring); ``False`` matches MONAI.
+        device: where windows, network and slab accumulators live (the network must be there already); the image
+            and the output stay on the image's device, each finished slab is moved there. Default: the image's.
+        dtype: mixed precision of the network's forward (``torch.bfloat16``/``torch.float16``; None: float32).
 
     Returns:
         ``(B, K, *spatial)`` float32 on the image's device.
@@ -210,12 +221,12 @@ def predict_volume(network: Network, image: torch.Tensor, roi_size: int | Sequen
     roi = _check_inputs(image, roi_size, overlap, blend, batch_size, activation)
     out: torch.Tensor | None = None
     with torch.inference_mode():
-        for b, index, logits in _slabs(network, image, roi, overlap, blend, batch_size, tta, crop):
+        for b, index, logits in _slabs(network, image, roi, overlap, blend, batch_size, tta, crop, device, dtype):
             if out is None:
                 out = _background(image, logits.shape[0], activation)
-            out[(b, slice(None), *index)] = _activate(logits, activation, dim=0)
+            out[(b, slice(None), *index)] = _activate(logits, activation, dim=0).to(out.device)
         if out is None:
-            out = _background(image, _num_outputs(network, image, roi), activation)
+            out = _background(image, _num_outputs(network, image, roi, device), activation)
     return out
 
 
@@ -230,13 +241,14 @@ def _background(image: torch.Tensor, k: int, activation: str | None) -> torch.Te
 def predict_labels(network: Network, image: torch.Tensor, roi_size: int | Sequence[int], *,
                    overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4, tta: bool = False,
                    activation: str = "softmax", crop: bool = True, threshold: float | None = None,
-                   min_size: int = 0) -> torch.Tensor:
+                   min_size: int = 0, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
     """Labels of whole volumes, never holding ``K x volume`` probabilities (bound in the module docstring).
 
     Equals ``postprocess(predict_volume(...), ...)`` with the same options.
 
     Args:
-        network, image, roi_size, overlap, blend, batch_size, tta, crop: as for :func:`predict_volume`.
+        network, image, roi_size, overlap, blend, batch_size, tta, crop, device, dtype: as for :func:`predict_volume`.
         activation: ``"softmax"`` or ``"sigmoid"``.
         threshold: :func:`seg.inference.postprocess.to_labels` (softmax: argmax when None; sigmoid: 0.5).
         min_size: connected components with fewer voxels are removed (full connectivity, per class).
@@ -249,13 +261,13 @@ def predict_labels(network: Network, image: torch.Tensor, roi_size: int | Sequen
         raise ValueError("predict_labels needs activation 'softmax' or 'sigmoid', got None")
     labels: torch.Tensor | None = None
     with torch.inference_mode():
-        for b, index, logits in _slabs(network, image, roi, overlap, blend, batch_size, tta, crop):
+        for b, index, logits in _slabs(network, image, roi, overlap, blend, batch_size, tta, crop, device, dtype):
             if labels is None:
                 labels = _empty_labels(image, logits.shape[0], activation)
-            slab = to_labels(_activate(logits, activation, dim=0)[None], activation, threshold)[0]
+            slab = to_labels(_activate(logits, activation, dim=0)[None], activation, threshold)[0].to(labels.device)
             labels[(b, *index) if activation == "softmax" else (b, slice(None), *index)] = slab
         if labels is None:
-            k = _num_outputs(network, image, roi) if activation == "sigmoid" else 1
+            k = _num_outputs(network, image, roi, device) if activation == "sigmoid" else 1
             labels = _empty_labels(image, k, activation)
     return remove_small_components(labels, min_size, channels=activation == "sigmoid")
 
