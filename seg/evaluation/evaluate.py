@@ -25,9 +25,6 @@ case. ``settings`` records the options, the matching rule and its thresholds amo
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -54,22 +51,22 @@ from seg.evaluation.metrics import (
     lesion_metrics,
     surface_dice,
 )
-from seg.evaluation.plots import plot_reliability
-from seg.io import case_name, write_text
+from seg.evaluation.outputs import CASE_COLUMNS, REGION_COLUMNS, json_ready, summary_markdown, write_outputs  # noqa: F401
+from seg.evaluation.overlays import draw_overlay
+from seg.io import case_name
 from seg.types import PathLike
-
-CASE_COLUMNS = ("dice", "dice_foreground", "hd95", "surface_dice", "n_gt_lesions", "n_pred_lesions", "tp", "fp",
-                "fn", "tp_pred", "lesion_f1", "lesion_sensitivity", "lesion_precision", "lesion_wise_dice",
-                "lesion_dice_mean", "n_gt_lesions_ignored", "n_pred_lesions_ignored")
 
 
 def evaluate_case(pred: np.ndarray, label: np.ndarray, *, spacing: Sequence[float] | None = None,
                   classes: Sequence[int] | None = None, matching: str = "msseg", iou_threshold: float = 0.5,
                   msseg_alpha: float = 0.1, msseg_beta: float = 0.7, msseg_gamma: float = 0.65, dilation: int = 0,
                   connectivity: int | None = None, size_bins: Sequence[float] = (30, 300), size_unit: str = "voxels",
-                  tolerance: float = 1.0, min_lesion_size: int = 0) -> dict[str, Any]:
+                  tolerance: float = 1.0, min_lesion_size: int = 0,
+                  regions: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
     """All metrics of one case from integer label maps ``(*spatial)`` (see the module docstring; the lesion options
-    are those of :func:`seg.evaluation.metrics.lesion_metrics`)."""
+    are those of :func:`seg.evaluation.metrics.lesion_metrics`). With ``regions`` ({name: labels}, e.g. BraTS
+    ``{"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]}``) each region's binary masks are also evaluated
+    (``out["regions"][name]``, columns ``<name>_dice``, ``<name>_lesion_f1`` ...) and ``dice`` is their mean."""
     per_class = dice_per_class(pred, label)
     pred_fg = pred > 0 if classes is None else np.isin(pred, classes)
     label_fg = label > 0 if classes is None else np.isin(label, classes)
@@ -82,6 +79,18 @@ def evaluate_case(pred: np.ndarray, label: np.ndarray, *, spacing: Sequence[floa
                               msseg_alpha=msseg_alpha, msseg_beta=msseg_beta, msseg_gamma=msseg_gamma, spacing=spacing,
                               dilation=dilation, connectivity=connectivity, size_bins=size_bins, size_unit=size_unit,
                               min_lesion_size=min_lesion_size))
+    if regions:
+        out["regions"] = {}
+        for name, labels in regions.items():
+            p, g = np.isin(pred, list(labels)), np.isin(label, list(labels))
+            region = lesion_metrics(p, g, matching=matching, iou_threshold=iou_threshold, msseg_alpha=msseg_alpha,
+                                    msseg_beta=msseg_beta, msseg_gamma=msseg_gamma, spacing=spacing, dilation=dilation,
+                                    connectivity=connectivity, size_bins=size_bins, size_unit=size_unit,
+                                    min_lesion_size=min_lesion_size)
+            region["dice"] = dice(p, g)
+            out["regions"][name] = region
+            out.update({f"{name}_{k}": region[k] for k in REGION_COLUMNS})
+        out["dice"] = float(np.mean([r["dice"] for r in out["regions"].values()]))
     return out
 
 
@@ -91,10 +100,13 @@ def evaluate_folders(pred_dir: PathLike, label_dir: PathLike, output_dir: PathLi
                      size_bins: Sequence[float] = (30, 300), size_unit: str = "voxels",
                      classes: Sequence[int] | None = None, connectivity: int | None = None,
                      tolerance: float = 1.0, min_lesion_size: int = 0, n_bins: int = 15,
-                     progress: bool = True) -> dict[str, Any]:
+                     regions: Mapping[str, Sequence[int]] | None = None,
+                     overlays: Mapping[str, Sequence[PathLike]] | None = None, progress: bool = True) -> dict[str, Any]:
     """Evaluate every label in ``label_dir`` against the same-named file in ``pred_dir``; returns the summary.
 
-    The lesion options are those of :func:`seg.evaluation.metrics.lesion_metrics`. Predictions without a label get a
+    The lesion options are those of :func:`seg.evaluation.metrics.lesion_metrics`; ``regions`` as in
+    :func:`evaluate_case`; ``overlays`` ({case: image files}) also writes ``OUTPUT/overlays/<case>.png``
+    (:mod:`seg.evaluation.overlays`). Predictions without a label get a
     warning line (stderr) and are listed in ``summary["unmatched_predictions"]``; a ``dilation`` that the matching
     rule ignores (every rule but ``overlap``) gets a warning line too.
 
@@ -131,7 +143,12 @@ def evaluate_folders(pred_dir: PathLike, label_dir: PathLike, output_dir: PathLi
         check_same_grid(pred_path, pred.shape, pred_affine, label_path, label.shape, label_affine)
         case = {"case": case_name(label_path),
                 **evaluate_case(pred, label, spacing=spacing, classes=classes, connectivity=connectivity,
-                                tolerance=tolerance, **lesion_options)}
+                                tolerance=tolerance, regions=regions, **lesion_options)}
+        if overlays is not None and output_dir is not None and case["case"] in overlays:
+            pred_fg = pred > 0 if classes is None else np.isin(pred, classes)
+            label_fg = label > 0 if classes is None else np.isin(label, classes)
+            draw_overlay(Path(output_dir) / "overlays" / f"{case['case']}.png", overlays[case["case"]], label_fg,
+                         pred_fg, label_affine, case)
         if accumulator is not None:
             prob_path = probability_file(Path(probabilities_dir), label_path)
             prob, prob_affine = foreground_probability(prob_path, label.shape, classes)
@@ -143,7 +160,8 @@ def evaluate_folders(pred_dir: PathLike, label_dir: PathLike, output_dir: PathLi
             accumulator.update(prob, label_fg)
         cases.append(case)
     summary = summarise(cases, settings={**lesion_options, "classes": None if classes is None else list(classes),
-                                         "connectivity": connectivity, "surface_dice_tolerance_mm": tolerance})
+                                         "connectivity": connectivity, "surface_dice_tolerance_mm": tolerance,
+                                         "regions": None if regions is None else {k: list(v) for k, v in regions.items()}})
     summary["unmatched_predictions"] = unmatched
     calibration = accumulator.compute() if accumulator is not None else None
     if calibration is not None:
@@ -170,91 +188,36 @@ def summarise(cases: Sequence[dict[str, Any]], settings: dict[str, Any]) -> dict
         "surface_dice": float(np.mean([c["surface_dice"] for c in cases])),
     }
     summary.update(aggregate_lesion_metrics(cases))
+    if "regions" in cases[0]:
+        summary["regions"] = {name: {**aggregate_lesion_metrics([c["regions"][name] for c in cases]),
+                                     "dice": float(np.mean([c["regions"][name]["dice"] for c in cases]))}
+                              for name in cases[0]["regions"]}
     summary["settings"] = settings
     return summary
 
 
-def json_ready(value: Any) -> Any:
-    """Nested results -> JSON types: numpy scalars and arrays to Python, NaN to null, keys to strings."""
-    if isinstance(value, Mapping):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+def parse_regions(items: Sequence[str] | None) -> dict[str, list[int]] | None:
+    """``["WT=1,2,3,4", "ET=4"]`` -> ``{"WT": [1, 2, 3, 4], "ET": [4]}`` (None stays None)."""
+    if items is None:
+        return None
+    regions = {}
+    for item in items:
+        name, _, labels = item.partition("=")
+        try:
+            regions[name] = [int(v) for v in labels.split(",")]
+        except ValueError:
+            raise ValueError(f"--regions takes NAME=L1,L2,... with integer labels, got {item!r}") from None
+        if not name or not regions[name] or min(regions[name]) < 1:
+            raise ValueError(f"--regions takes NAME=L1,L2,... with labels >= 1, got {item!r}")
+    return regions
 
 
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else (
-        f"{value:.4f}" if isinstance(value, float) else str(value))
-
-
-def _rule_text(settings: dict[str, Any]) -> str:
-    """Which matching rule produced the lesion numbers, with its thresholds."""
-    rule = settings.get("matching", "overlap")
-    if rule == "msseg":
-        return (f"`msseg` (MSSEG-2016 detection rule: alpha {settings['msseg_alpha']:g}, "
-                f"beta {settings['msseg_beta']:g}, gamma {settings['msseg_gamma']:g})")
-    if rule == "iou":
-        return f"`iou` (one-to-one matching at IoU >= {settings['iou_threshold']:g}, as panoptica)"
-    return f"`overlap` (any overlap, GT dilated by {settings.get('dilation', 0)} voxel(s); BraTS-2023)"
-
-
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """A short Markdown report of :func:`evaluate_folders`' summary."""
-    keys = ["n_cases", "dice", "dice_foreground", "hd95", "surface_dice", "lesion_f1", "lesion_wise_dice",
-            "lesion_sensitivity", "lesion_precision", "fp_per_volume", "small_lesion_sensitivity", "lesion_dice", "ece"]
-    keys += [k for k in summary if k.startswith("dice_class")]
-    lines = ["# Evaluation summary", "", f"Lesion-wise numbers by the matching rule {_rule_text(summary['settings'])}: "
-             f"lesion F1 {_fmt(summary['lesion_f1'])}, lesion-wise Dice {_fmt(summary.get('lesion_wise_dice'))}, "
-             f"voxel Dice (lesion foreground) {_fmt(summary['dice_foreground'])}.", "",
-             "| metric | value |", "| --- | --- |"]
-    lines += [f"| {k} | {_fmt(summary[k])} |" for k in keys if k in summary]
-    ignored, unmatched = summary.get("n_gt_lesions_ignored", 0), summary.get("unmatched_predictions", [])
-    lines += ["", f"Lesions: TP {summary['tp']} (GT lesions detected), TP_pred {summary.get('tp_pred', summary['tp'])} "
-              f"(predicted components), FP {summary['fp']}, FN {summary['fn']} (pooled over cases)"
-              + (f"; {ignored} GT lesion(s) under min_lesion_size ignored." if ignored else "."), "",
-              f"| lesion size ({summary['settings']['size_unit']}) | TP | FN | sensitivity |",
-              "| --- | --- | --- | --- |"]
-    lines += [f"| {name} | {b['tp']} | {b['fn']} | {_fmt(b['sensitivity'])} |"
-              for name, b in summary["sensitivity_by_size"].items()]
-    lines += ["", f"Settings: {json.dumps(json_ready(summary['settings']))}. HD95 undefined (one mask empty) in "
-              f"{summary['hd95_undefined_cases']} case(s), excluded from its mean.", ""]
-    if unmatched:
-        lines += [f"Not evaluated, no label: {', '.join(unmatched)}.", ""]
-    return "\n".join(lines)
-
-
-def write_outputs(output_dir: Path, cases: Sequence[dict[str, Any]], summary: dict[str, Any],
-                  calibration=None) -> None:
-    """Write per_case.csv, per_lesion.csv, summary.json, summary.md (and reliability.png) into ``output_dir``."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    num_classes = max(len(c["dice_per_class"]) for c in cases)
-    extra = ["ece"] if "ece" in cases[0] else []
-    header = ["case", *CASE_COLUMNS, *(f"dice_class{k}" for k in range(1, num_classes)), *extra]
-    rows = [[c["case"], *(c[k] for k in CASE_COLUMNS),
-             *(c["dice_per_class"][k] if k < len(c["dice_per_class"]) else 1.0 for k in range(1, num_classes)),
-             *(c[k] for k in extra)] for c in cases]
-    write_text(output_dir / "per_case.csv", _csv_text(header, rows))
-    lesion_rows = [[c["case"], i, lesion["size_voxels"], lesion["size_mm3"], int(lesion["detected"]), lesion["dice"]]
-                   for c in cases for i, lesion in enumerate(c["lesions"], start=1)]
-    write_text(output_dir / "per_lesion.csv",
-                _csv_text(["case", "lesion", "size_voxels", "size_mm3", "detected", "dice"], lesion_rows))
-    write_text(output_dir / "summary.json", json.dumps(json_ready(summary), indent=2) + "\n")
-    write_text(output_dir / "summary.md", summary_markdown(summary))
-    if calibration is not None:
-        plot_reliability(output_dir / "reliability.png", calibration)
+def images_by_case(folder: Path) -> dict[str, list[Path]]:
+    """{case: image files} of a folder (``CASE.nii.gz``, or ``CASE_0000.nii.gz`` ... grouped)."""
+    groups: dict[str, list[Path]] = {}
+    for path in nifti_files(Path(folder)):
+        groups.setdefault(case_name(path, channel_suffix=True), []).append(path)
+    return groups
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-unit", choices=("voxels", "mm3"), default="voxels")
     parser.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm")
     parser.add_argument("--ece-bins", type=int, default=15)
+    parser.add_argument("--regions", nargs="+", default=None, metavar="NAME=L1,L2",
+                        help="also evaluate label regions, e.g. WT=1,2,3,4 TC=1,3,4 ET=4 (BraTS)")
+    parser.add_argument("--overlays", type=Path, default=None, metavar="IMAGES_DIR",
+                        help="write OUTPUT/overlays/<case>.png from the images in this folder (CASE.nii.gz or "
+                             "CASE_0000.nii.gz)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     summary = evaluate_folders(args.pred, args.label, args.output, probabilities_dir=args.probabilities,
@@ -290,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
                                msseg_beta=args.msseg_beta, msseg_gamma=args.msseg_gamma, dilation=args.dilation,
                                size_bins=args.size_bins, size_unit=args.size_unit, classes=args.classes,
                                connectivity=args.connectivity, tolerance=args.tolerance,
-                               min_lesion_size=args.min_lesion_size, n_bins=args.ece_bins, progress=not args.no_progress)
+                               min_lesion_size=args.min_lesion_size, n_bins=args.ece_bins,
+                               regions=parse_regions(args.regions), overlays=None if args.overlays is None else
+                               images_by_case(args.overlays), progress=not args.no_progress)
     print(summary_markdown(summary))
     if args.output:
         print(f"wrote {Path(args.output) / 'summary.json'}")
