@@ -10,7 +10,7 @@ REFERENCE := panoptica connected-components-3d pandas plotly narwhals rich ruame
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,onnx,ray]"
 	# the suite's reference for the iou lesion matching: panoptica's metadata pins numpy<2.3, but its code runs on
 	# the pinned numpy (tests/evaluation/test_matching_iou.py), so it and what it imports come without their pins
 	$(PY) -m pip install -q --no-deps -c constraints.txt $(REFERENCE)

@@ -1,19 +1,31 @@
-"""seg.inference.predict_volume against MONAI's sliding_window_inference on a real BraTS volume.
+"""Sliding-window inference on a real BraTS volume: seg against MONAI, speed at equal probabilities, and memory.
 
-Same MONAI UNet (random weights, seed 0), Flair + T1c of one 240x240x155 case with the air set to 0 by
-its brain mask (the files are z-scored, so their air is a constant -3.6; nnU-Net's "nonzero" normalisation
-does the same), ROI 96^3, overlap 0.5, Gaussian blending, 2 threads. Every pass runs in a fresh subprocess
-(so ``ru_maxrss`` after minus before the pass is that pass's peak memory), variants interleaved:
-MONAI (``sw_batch_size=1`` under ``torch.no_grad``), ``predict_volume`` (default: crop to the foreground,
-batch 4), ``predict_volume(crop=False)`` (MONAI's window grid) and ``predict_labels`` (uint8 output).
+    python benchmarks/inference.py [--repeats 3] [--threads 2] [--case DIR] [--cohort]
 
-Usage:  python benchmarks/inference.py [--repeats 3] [--case DIR]
+The BraTS Flair + T1c of one case as stored (240 x 240 x 155, z-scored, its background -3.6: nothing is cropped),
+a MONAI UNet (channels 16-128, 2 residual units, seed 0), ROI 96^3, overlap 0.5, Gaussian blending, ``--threads``
+torch threads. Every pass runs in a fresh subprocess (peak RSS after minus before is that pass's peak memory),
+variants interleaved, median of ``--repeats``:
+
+- ``monai-b1``: ``sliding_window_inference(sw_batch_size=1)`` under ``torch.no_grad`` (the reference for memory);
+- ``monai-b4``: ``sw_batch_size=4`` under ``torch.inference_mode`` (the tuned MONAI: the reference for speed);
+- ``seg-eager-b4``, ``seg-eager-b8``: ``predict_volume(crop=False)`` (MONAI's window grid), 4 and 8 windows a call;
+- ``seg-cl-b4``: the same with channels-last weights and windows;
+- ``seg-jit-b4``: the network traced and frozen (TorchScript);
+- ``seg-onnx-b4``, ``seg-onnx-b8``: the network exported to ONNX and run by ONNX Runtime (``seg-export``'s engine);
+- ``infer-labels`` / ``infer-probs``: ``CasePredictor`` end to end (read, preprocess, predict, invert) from a
+  checkpoint of that UNet, labels only (the memory-bounded path) and with probabilities.
+
+Probabilities are compared with MONAI's (max |dp| over the volume; argmax agreement). With ``--cohort``, also
+``seg-infer`` over a folder of 8 volumes (the six cases, two of them twice under other names) with 1 process and with
+2 (``--devices 2 --strategy ddp``): cases per minute.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -23,74 +35,108 @@ from pathlib import Path
 
 import numpy as np
 
-CASE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats2015" / "brats_2013_pat0001_1"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats2015"
+CASE = SHARED / "brats_2013_pat0001_1"
 ROI = (96, 96, 96)
-VARIANTS = ("monai", "seg", "seg-nocrop", "seg-labels")
+FILES = ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz")
+VARIANTS = ("monai-b1", "monai-b4", "seg-eager-b4", "seg-eager-b8", "seg-cl-b4", "seg-jit-b4", "seg-onnx-b4",
+            "seg-onnx-b8", "infer-labels", "infer-probs")
 
 
-def load_inputs(case: Path):
-    """Image ``(1, 2, 240, 240, 155)`` float32 with air 0, and the UNet (seed 0, eval)."""
+def network():
     import torch
     from monai.networks.nets import UNet
 
-    from seg.io import read_image
-
-    volume = read_image([case / "Flair_subtrMeanDivStd.nii.gz", case / "T1c_subtrMeanDivStd.nii.gz"])
-    brain = read_image(case / "brainmask.nii.gz").array > 0.5  # (1, *spatial)
-    image = torch.from_numpy(volume.array * brain)[None]  # (C, *spatial) -> (1, C, *spatial)
     torch.manual_seed(0)
-    net = UNet(spatial_dims=3, in_channels=2, out_channels=2, channels=(16, 32, 64, 128), strides=(2, 2, 2),
-               num_res_units=2).eval()
-    return image, net
+    return UNet(spatial_dims=3, in_channels=2, out_channels=2, channels=(16, 32, 64, 128), strides=(2, 2, 2),
+                num_res_units=2).eval()
 
 
-def worker(variant: str, case: Path, threads: int, out: str | None) -> None:
-    """One pass of one variant; prints JSON {seconds, peak_mb}; saves its output to ``out`` if given."""
+def checkpoint(folder: Path) -> Path:
+    """A seg checkpoint of that UNet (its spec: no resampling, crop to the non-zero box, no normalisation)."""
+    import torch
+
+    from seg.inference.checkpoint import InferenceSpec
+    from seg.networks import NetworkConfig, build_network
+
+    torch.manual_seed(0)
+    config = NetworkConfig(name="unet", in_channels=2, out_channels=2, channels=[16, 32, 64, 128])
+    net = build_network(config)
+    spec = InferenceSpec(network=config, roi_size=list(ROI), label_names={"0": "background", "1": "tumour"},
+                         preprocessing={"spatial_dims": 3, "image_dims": 3, "target_spacing": None,
+                                        "normalization": "none", "ct_window": None, "orientation": "RAS",
+                                        "crop_foreground": True, "channel_names": ["flair", "t1c"]})
+    path = folder / "unet.ckpt"
+    torch.save({"state_dict": {f"network.{k}": v for k, v in net.state_dict().items()}, "seg": spec.to_dict()}, path)
+    return path
+
+
+def worker(variant: str, case: Path, threads: int, out: str | None, tmp: Path) -> None:
     import torch
     from monai.inferers import sliding_window_inference
 
-    from seg.inference.sliding_window import predict_labels, predict_volume
+    from seg.inference.sliding_window import predict_volume
+    from seg.io import read_image
 
     torch.set_num_threads(threads)
-    image, net = load_inputs(case)
+    net = network()
+    image = torch.from_numpy(read_image([case / f for f in FILES]).array)[None]  # (1, 2, 240, 240, 155)
+    if variant.startswith("seg-onnx"):
+        from seg.inference.export import OnnxNetwork
+
+        onnx = tmp / "unet.onnx"
+        if not onnx.is_file():
+            torch.onnx.export(net, (torch.zeros(1, 2, *ROI),), str(onnx), dynamo=False, opset_version=17,
+                              input_names=["windows"], output_names=["logits"],
+                              dynamic_axes={"windows": {0: "n"}, "logits": {0: "n"}})
+        net = OnnxNetwork(onnx)
+    elif variant == "seg-jit-b4":
+        with torch.no_grad():
+            net = torch.jit.freeze(torch.jit.trace(net, torch.zeros(4, 2, *ROI)))
+    elif variant == "seg-cl-b4":
+        net = net.to(memory_format=torch.channels_last_3d)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    if variant == "monai":
-        with torch.no_grad():
-            logits = sliding_window_inference(image, ROI, 1, net, overlap=0.5, mode="gaussian")
-            result = torch.softmax(logits, 1)
-    elif variant == "seg-labels":
-        result = predict_labels(net, image, ROI, overlap=0.5, blend="gaussian")
+    if variant.startswith("monai"):
+        batch = int(variant[-1])
+        context = torch.inference_mode() if batch == 4 else torch.no_grad()
+        with context:
+            result = torch.softmax(sliding_window_inference(image, ROI, batch, net, overlap=0.5, mode="gaussian"), 1)
+    elif variant.startswith("infer"):
+        from seg.inference.predictor import CasePredictor
+
+        predictor = CasePredictor.from_checkpoints([checkpoint(tmp)])
+        labels, probabilities = predictor.predict(predictor.preprocess([case / f for f in FILES]),
+                                                  probabilities=variant == "infer-probs")
+        result = torch.from_numpy(labels)
     else:
-        result = predict_volume(net, image, ROI, overlap=0.5, blend="gaussian", crop=variant == "seg")
+        windows = image.contiguous(memory_format=torch.channels_last_3d) if variant == "seg-cl-b4" else image
+        result = predict_volume(net, windows, ROI, overlap=0.5, batch_size=int(variant[-1]), crop=False)
     seconds = time.perf_counter() - start
-    peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # KiB on Linux
+    peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     if out:
         np.save(out, result.numpy())
     print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
 
 
-def compare(outputs: dict[str, Path], case: Path) -> dict[str, dict[str, float]]:
-    """Max |Δp| and argmax agreement against MONAI, inside the foreground box and on brain voxels."""
-    from seg.inference.sliding_window import foreground_box
-
-    image, _ = load_inputs(case)
-    box = foreground_box(image[0])
-    brain = (image[0] != 0).any(0).numpy()[box]
-    reference = np.load(outputs["monai"])[0][(slice(None), *box)]  # (K, *box)
-    stats = {}
-    for variant, path in outputs.items():
-        if variant == "monai":
-            continue
-        result = np.load(path)[0]
-        if variant == "seg-labels":
-            stats[variant] = {"agree": float((result[box] == reference.argmax(0)).mean())}
-            continue
-        result = result[(slice(None), *box)]
-        diff = np.abs(result - reference).max(0)
-        stats[variant] = {"diff_box": float(diff.max()), "diff_brain": float(diff[brain].max()),
-                          "agree": float((result.argmax(0) == reference.argmax(0)).mean())}
-    return stats
+def cohort(threads: int, tmp: Path) -> dict[str, float]:
+    """Cases per minute of seg-infer over 8 volumes with 1 and with 2 processes."""
+    folder = tmp / "cohort"
+    folder.mkdir()
+    cases = sorted(p for p in SHARED.iterdir() if p.is_dir())
+    for i, case in enumerate([*cases, *cases[:2]]):
+        for c, name in enumerate(FILES):
+            (folder / f"case{i}_{c:04d}.nii.gz").symlink_to(case / name)
+    ckpt, root = checkpoint(tmp), Path(__file__).resolve().parents[1]
+    rates = {}
+    for label, extra in (("1 process", []), ("2 processes (ddp)", ["--devices", "2", "--strategy", "ddp"])):
+        out = tmp / f"out{len(rates)}"
+        start = time.perf_counter()
+        subprocess.run([sys.executable, str(root / "infer.py"), "--checkpoint", str(ckpt), "--input", str(folder),
+                        "--output", str(out), *extra], check=True, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": str(threads // (2 if extra else 1))})
+        rates[label] = 8 / ((time.perf_counter() - start) / 60)
+    return rates
 
 
 def main() -> None:
@@ -98,38 +144,47 @@ def main() -> None:
     parser.add_argument("--case", type=Path, default=CASE)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--cohort", action="store_true")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.case, args.threads, args.out)
+        worker(args.worker, args.case, args.threads, args.out, args.tmp)
         return
     if not args.case.is_dir():
         print(f"skipped: BraTS case {args.case} is absent")
         return
-    runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
-    with tempfile.TemporaryDirectory() as tmp:
-        outputs = {v: Path(tmp) / f"{v}.npy" for v in VARIANTS}
+    runs: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        outputs = {v: tmp / f"{v}.npy" for v in args.variants}
         for rep in range(args.repeats):
-            for variant in VARIANTS:  # interleaved: one pass of each per repetition
-                cmd = [sys.executable, __file__, "--worker", variant, "--case", str(args.case),
-                       "--threads", str(args.threads)] + (["--out", str(outputs[variant])] if rep == 0 else [])
+            for variant in args.variants:  # interleaved: one pass of each per repetition
+                cmd = [sys.executable, __file__, "--worker", variant, "--case", str(args.case), "--threads",
+                       str(args.threads), "--tmp", str(tmp)] + (["--out", str(outputs[variant])] if rep == 0 else [])
                 done = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 runs[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
-                print(f"rep {rep + 1}/{args.repeats} {variant:<11} {runs[variant][-1]['seconds']:7.2f} s", flush=True)
-        stats = compare(outputs, args.case)
-    monai_s = float(np.median([r["seconds"] for r in runs["monai"]]))
-    print(f"\nROI {ROI}, overlap 0.5, gaussian, {args.threads} threads, median of {args.repeats} fresh processes")
-    print(f"{'variant':<12}{'time s':>9}{'speed-up':>10}{'max|dp| box':>13}{'max|dp| brain':>15}"
-          f"{'argmax agree':>14}{'peak MB':>9}")
-    for variant in VARIANTS:
-        seconds = float(np.median([r["seconds"] for r in runs[variant]]))
-        peak = float(np.median([r["peak_mb"] for r in runs[variant]]))
-        s = stats.get(variant, {})
-        box = f"{s['diff_box']:.2e}" if "diff_box" in s else "-"
-        brain = f"{s['diff_brain']:.2e}" if "diff_brain" in s else "-"
-        agree = f"{100 * s['agree']:.3f}%" if "agree" in s else "-"
-        print(f"{variant:<12}{seconds:>9.2f}{monai_s / seconds:>9.2f}x{box:>13}{brain:>15}{agree:>14}{peak:>9.0f}")
+                print(f"rep {rep + 1}/{args.repeats} {variant:<13} {runs[variant][-1]['seconds']:7.2f} s "
+                      f"{runs[variant][-1]['peak_mb']:6.0f} MB", flush=True)
+        reference = np.load(outputs["monai-b1"]) if "monai-b1" in outputs else None
+        rates = cohort(args.threads, tmp) if args.cohort else {}
+        speed = {v: float(np.median([r["seconds"] for r in runs[v]])) for v in args.variants}
+        tuned = speed.get("monai-b4")
+        print(f"\nROI {ROI}, overlap 0.5, gaussian, {args.threads} threads, median of {args.repeats} fresh processes")
+        print(f"{'variant':<14}{'time s':>8}{'x MONAI b4':>12}{'max |dp|':>11}{'argmax agree':>14}{'peak MB':>9}")
+        for v in args.variants:
+            result = np.load(outputs[v])
+            diff = agree = "-"
+            if reference is not None and v.startswith(("seg", "monai-b4")):
+                diff = f"{np.abs(result - reference).max():.1e}"
+                agree = f"{100 * (result.argmax(1) == reference.argmax(1)).mean():.3f}%"
+            ratio = f"{tuned / speed[v]:.2f}x" if tuned else "-"
+            peak = float(np.median([r["peak_mb"] for r in runs[v]]))
+            print(f"{v:<14}{speed[v]:>8.2f}{ratio:>12}{diff:>11}{agree:>14}{peak:>9.0f}")
+        for label, rate in rates.items():
+            print(f"seg-infer over 8 volumes, {label}: {rate:.2f} cases per minute")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ import yaml
 from seg.errors import check_option
 
 KEYS = ("extends", "base", "output", "dataset", "synthetic", "seeds", "max_epochs", "max_minutes", "train_args",
-        "baseline", "variants", "quick", "eval_classes", "eval_dilation", "eval_min_lesion_size")
-PATH_KEYS = ("extends", "base", "dataset", "quick")  # resolved relative to the file that names them
+        "baseline", "variants", "quick", "eval_classes", "eval_dilation", "eval_min_lesion_size", "eval_matching",
+        "folds", "splits", "eval_regions")
+PATH_KEYS = ("extends", "base", "dataset", "quick", "splits")  # resolved relative to the file that names them
+MATCHINGS = ("msseg", "iou", "overlap")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class CompareConfig:
     eval_classes: list[int] | None = None  # the lesion foreground for evaluation (None: every non-zero label)
     eval_dilation: int = 0  # GT dilation (voxels) of the lesion-wise evaluation
     eval_min_lesion_size: int = 0  # GT lesions under this many voxels are ignored by the lesion-wise evaluation
+    eval_matching: str = "msseg"  # the lesion matching rule of the evaluation (seg.evaluation.matching)
+    folds: int | None = None  # k-fold cross-validation over every labelled case (None: the dataset's test cases)
+    splits: Path | None = None  # a splits.json to use instead of drawing one (nnU-Net's format, "test" for "val")
+    eval_regions: dict[str, list[int]] | None = None  # evaluate these label regions (BraTS WT/TC/ET) one by one
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -122,6 +128,16 @@ def load_config(path: str | Path, *, quick: bool = False) -> CompareConfig:
     for key, value in voxels.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"'{key}' in '{path}' must be a number of voxels (an integer >= 0), got {value!r}")
+    folds = raw.get("folds")
+    if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
+        raise ValueError(f"'folds' in '{path}' must be an integer >= 2 (k of k-fold cross-validation) or null, "
+                         f"got {folds!r}")
+    matching = check_option("eval_matching", raw.get("eval_matching", "msseg"), MATCHINGS)
+    regions = raw.get("eval_regions")
+    if regions is not None and (not isinstance(regions, dict) or not regions or not all(
+            isinstance(v, list) and v and all(isinstance(c, int) and c > 0 for c in v) for v in regions.values())):
+        raise ValueError(f"'eval_regions' in '{path}' must map region names to lists of labels > 0, e.g. "
+                         f"{{WT: [1, 2, 3, 4], ET: [4]}}, got {regions!r}")
     baseline = raw.get("baseline", "dice")
     if baseline not in raw["variants"]:
         raise ValueError(f"baseline {baseline!r} in '{path}' is not one of the variants {list(raw['variants'])}")
@@ -130,4 +146,5 @@ def load_config(path: str | Path, *, quick: bool = False) -> CompareConfig:
                          synthetic=raw.get("synthetic"), max_epochs=raw.get("max_epochs"),
                          max_minutes=raw.get("max_minutes"), train_args=[str(a) for a in raw.get("train_args", [])],
                          baseline=baseline, quick=raw.get("quick"), eval_classes=eval_classes,
+                         eval_matching=matching, folds=folds, splits=raw.get("splits"), eval_regions=regions,
                          **voxels)

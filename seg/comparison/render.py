@@ -18,8 +18,9 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.ticker import MaxNLocator
 
-from seg.comparison.report import METRICS, POOLED_KEYS, collect
-from seg.evaluation.evaluate import json_ready
+from seg.comparison.report import METRICS, POOLED_KEYS, REGION_METRIC, collect
+from seg.evaluation.outputs import json_ready
+from seg.evaluation.overlays import montage
 from seg.evaluation.plots import (
     bar_with_ci,
     new_figure,
@@ -53,8 +54,12 @@ def report_markdown(report: Mapping[str, Any], *, title: str = "Loss comparison"
     n_done = sum(r["status"] == "done" for v in report["runs"].values() for r in v.values())
     n_all = sum(len(v) for v in report["runs"].values())
     lines = [f"# {title}", "",
-             f"{len(shown)} variant(s) × seeds {report['seeds']}; {n_done}/{n_all} runs finished; "
-             f"{len(report['cases'])} test cases; baseline for paired tests: `{baseline}`.", "",
+             f"{len(shown)} variant(s) × seeds {report['seeds']}"
+             + (f" × {report['folds']} folds (every labelled case tested once; splits in `splits.json`)"
+                if report.get("folds") else "")
+             + f"; {n_done}/{n_all} runs finished; every number rests on {len(report['cases'])} test cases and "
+             f"{report.get('n_lesions', 0)} ground-truth lesions; lesions matched by the `{report.get('matching')}` "
+             f"rule; baseline for paired tests: `{baseline}`.", *_too_few(len(report["cases"])), "",
              "## Test-set metrics", "",
              "Mean over test cases of each case's seed-mean value, [95 % bootstrap interval over cases]. "
              "(`report.json` also has Dice of the lesion foreground and surface Dice.)", "",
@@ -77,6 +82,14 @@ def report_markdown(report: Mapping[str, Any], *, title: str = "Loss comparison"
                      f"[{_num(c['low'], m)}, {_num(c['high'], m)}]<br>p {_p(c['pvalue'])} ({_p(c['pvalue_holm'])})"
                      if (c := paired[v].get(m)) else "n/a" for m in metrics]
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    regional = [m for m in (table[shown[0]] if shown else {}) if REGION_METRIC.match(m)]
+    if regional:
+        lines += ["", "## Per region", "", "Mean over test cases of each case's seed-mean value, [95 % bootstrap interval].",
+                  "", "| variant | " + " | ".join(m.replace("_", " ") for m in regional) + " |",
+                  "| --- |" + " --- |" * len(regional)]
+        for v in shown:
+            lines.append(f"| {v} | " + " | ".join(f"{_num(c['mean'])} [{_num(c['low'])}, {_num(c['high'])}]"
+                                                  if (c := table[v].get(m)) else "n/a" for m in regional) + " |")
     pooled_keys = [k for k in POOLED_KEYS if any(k in report["pooled"].get(v, {}) for v in shown)]
     lines += ["", "## Pooled test-set metrics per run", "",
               "Lesion counts pooled over the test cases of one run (as `seg-evaluate` reports them); "
@@ -97,6 +110,11 @@ def report_markdown(report: Mapping[str, Any], *, title: str = "Loss comparison"
             lines.append(f"| {v} | " + " | ".join(f"{_num(s[b]['sensitivity'])} [{_num(s[b]['low'])}, "
                                                   f"{_num(s[b]['high'])}]" if s[b]["n_lesions"] else "no lesions"
                                                   for b in bins) + " |")
+    montages = [f"![{v}](figures/overlays_{v}.png)" for v in shown if f"overlays_{v}" in report.get("figures", {})]
+    if montages:
+        lines += ["", "## Look at the masks", "", "Each variant's worst, median and best test case by lesion F1 (its first "
+                  "seed): image in grey, ground truth green, prediction red, missed lesions ringed yellow, false "
+                  "positives crossed magenta; radiological convention.", "", *montages]
     lines += ["", "## Figures", "", "![metrics](figures/metrics_bars.png)",
               "![sensitivity by size](figures/sensitivity_by_size.png)", "![reliability](figures/reliability.png)",
               "![training curves](figures/training_curves.png)", "", "## Runs", "",
@@ -111,6 +129,15 @@ def report_markdown(report: Mapping[str, Any], *, title: str = "Loss comparison"
               "`per_lesion.csv`, `summary.json`, and the predictions in `runs/<variant>/seed<k>/predictions/`; "
               "`report.json` holds all numbers of this report including the seed-mean per-case values.", ""]
     return "\n".join(lines)
+
+
+def _too_few(n: int) -> list[str]:
+    """A warning when ``n`` paired cases cannot reach p < 0.05 in a two-sided Wilcoxon test (smallest p = 2 / 2^n)."""
+    if n and 2 / 2**n >= 0.05:
+        return ["", f"**With {n} test cases no paired difference can be significant**: the smallest possible two-sided "
+                f"Wilcoxon p is {2 / 2**n:.2g} (at least 6 cases are needed to reach p < 0.05). Read the tables as what "
+                "these runs did, not as a ranking."]
+    return []
 
 
 def _markdown(text: str) -> str:
@@ -213,17 +240,39 @@ def write_figures(output: Path, report: Mapping[str, Any]) -> dict[str, Path]:
         written["reliability"] = plot_reliability(folder / "reliability.png", calibrations,
                                                   title="Reliability, pooled over seeds and test cases")
     written["training_curves"] = plot_variant_training_curves(report, folder / "training_curves.png")
+    for variant in variants:
+        panels = _overlay_panels(report, variant)
+        if panels:
+            written[f"overlays_{variant}"] = montage(folder / f"overlays_{variant}.png", panels)
     return written
 
 
+def _overlay_panels(report: Mapping[str, Any], variant: str) -> list[tuple[str, Path]]:
+    """The worst, median and best test case of ``variant`` by its seed-mean lesion F1 (overlays of its first seed)."""
+    values = report["per_case"].get(variant, {}).get("lesion_f1")
+    seeds = [s for s, r in report["runs"][variant].items() if r["status"] == "done"]
+    if not values or not seeds:
+        return []
+    order = np.argsort(np.nan_to_num(np.asarray(values, dtype=np.float64), nan=-1.0), kind="stable")
+    picks = {"worst": order[0], "median": order[len(order) // 2], "best": order[-1]}
+    folder = Path(report["runs"][variant][seeds[0]]["folder"])
+    panels = []
+    for title, index in picks.items():
+        case = report["cases"][index]
+        found = sorted(folder.glob(f"**/evaluation/overlays/{case}.png"))
+        if found:
+            panels.append((f"{variant}, {title}: {case} (lesion F1 {values[index]:.2f}, seed {seeds[0]})", found[0]))
+    return panels
+
+
 def write_report(output: Path, variants: Sequence[str], seeds: Sequence[int], baseline: str, *,
-                 title: str = "Loss comparison") -> dict[str, Any]:
+                 title: str = "Loss comparison", folds: int | None = None) -> dict[str, Any]:
     """Collect the finished runs under ``output``; write ``report.md``, ``report.json`` and ``figures/*.png``.
 
     Returns the report dict (the content of ``report.json``, with NaN where JSON has null).
     """
     output = Path(output)
-    report = collect(output, variants, seeds, baseline)
+    report = collect(output, variants, seeds, baseline, folds)
     report["figures"] = {k: str(p.relative_to(output)) for k, p in write_figures(output, report).items()}
     write_text(output / "report.json", json.dumps(json_ready(report), indent=2) + "\n")
     write_text(output / "report.md", report_markdown(report, title=title))

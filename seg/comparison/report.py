@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import numpy as np
 
 from seg.comparison.runs import is_finished, run_dir
 from seg.comparison.stats import bootstrap_ci, paired_wilcoxon
-from seg.evaluation.metrics import size_bin_names
+from seg.evaluation.metrics import detection_scores, size_bin_names
 
 # metric column of per_case.csv -> (label in the report, which direction is better)
 METRICS: dict[str, tuple[str, str]] = {
@@ -63,7 +64,11 @@ def read_per_case(path: Path) -> dict[str, dict[str, float]]:
         rows = list(csv.DictReader(handle))
     if not rows:
         raise ValueError(f"'{path}' has no cases")
-    return {row["case"]: {k: _float(row[k]) for k in METRICS if k in row} for row in rows}
+    regional = [k for k in rows[0] if REGION_METRIC.match(k)]  # <region>_dice ... of a region-wise evaluation
+    return {row["case"]: {k: _float(row[k]) for k in (*METRICS, *regional) if k in row} for row in rows}
+
+
+REGION_METRIC = re.compile(r"^(?P<region>[A-Za-z0-9]+)_(?P<metric>dice|lesion_f1|lesion_wise_dice)$")
 
 
 def seed_mean_per_case(tables: Sequence[Mapping[str, Mapping[str, float]]], where: str
@@ -74,7 +79,7 @@ def seed_mean_per_case(tables: Sequence[Mapping[str, Mapping[str, float]]], wher
         if sorted(table) != cases:
             raise ValueError(f"the seeds of {where} evaluated different test cases ({sorted(table)[:3]}... vs "
                              f"{cases[:3]}...); every run must predict the same test set")
-    metrics = [k for k in METRICS if all(k in t[cases[0]] for t in tables)]
+    metrics = [k for k in tables[0][cases[0]] if all(k in t[cases[0]] for t in tables)]
     values = {}
     for metric in metrics:
         stacked = np.array([[t[c][metric] for c in cases] for t in tables], dtype=np.float64)  # (seeds, cases)
@@ -182,33 +187,86 @@ def pool_calibration(calibrations: Sequence[Mapping[str, Any]]) -> dict[str, Any
             "bin_confidence": confidence.tolist(), "bin_frequency": frequency.tolist()}
 
 
-def collect(output: Path, variants: Sequence[str], seeds: Sequence[int], baseline: str) -> dict[str, Any]:
-    """Read every finished run under ``output`` and compute all report numbers (JSON-ready but for NaN)."""
+def _fold_folders(output: Path, variant: str, seed: int, folds: int | None) -> list[Path]:
+    return [run_dir(output, variant, seed)] if folds is None else [run_dir(output, variant, seed, k) for k in range(folds)]
+
+
+def merge_summaries(summaries: Sequence[Mapping[str, Any]], calibration: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One run's pooled numbers from its folds' ``summary.json``: lesion counts summed over the folds, scores from the
+    sums (as ``seg-evaluate`` pools over cases), Dice as the mean over all cases."""
+    if len(summaries) == 1:
+        return dict(summaries[0])
+    n = sum(s["n_cases"] for s in summaries)
+    tp, fp, fn = (sum(s[k] for s in summaries) for k in ("tp", "fp", "fn"))
+    tp_pred = sum(s.get("tp_pred", s["tp"]) for s in summaries)
+    matching = summaries[0].get("settings", {}).get("matching", "overlap")
+    merged: dict[str, Any] = {"n_cases": n, "tp": tp, "fp": fp, "fn": fn,
+                              "dice": sum(s["dice"] * s["n_cases"] for s in summaries) / n, "fp_per_volume": fp / n,
+                              **detection_scores(tp, fp, fn, tp_pred=None if matching == "overlap" else tp_pred)}
+    first = list(summaries[0]["sensitivity_by_size"])[0]
+    tp_b = sum(s["sensitivity_by_size"][first]["tp"] for s in summaries)
+    fn_b = sum(s["sensitivity_by_size"][first]["fn"] for s in summaries)
+    merged["small_lesion_sensitivity"] = tp_b / (tp_b + fn_b) if tp_b + fn_b else math.nan
+    if calibration is not None:
+        merged["ece"] = calibration["ece"]
+    merged["settings"] = summaries[0].get("settings", {})
+    return merged
+
+
+def _read_seed(output: Path, variant: str, seed: int, folds: int | None) -> dict[str, Any]:
+    """Everything of one (variant, seed): its folds' tables merged; status done only when every fold is."""
+    folders = _fold_folders(output, variant, seed, folds)
+    done = [f for f in folders if is_finished(f)]
+    status = "done" if len(done) == len(folders) else (
+        "failed" if any((f / "failed.json").is_file() for f in folders) else "missing")
+    record: dict[str, Any] = {"status": status, "folder": str(folders[0] if folds is None else folders[0].parent)}
+    if status != "done":
+        return record
+    table: dict[str, dict[str, float]] = {}
+    lesions, summaries, cals, timings = [], [], [], []
+    for folder in folders:
+        evaluation = folder / "evaluation"
+        summaries.append(json.loads((evaluation / "summary.json").read_text()))
+        table.update(read_per_case(evaluation / "per_case.csv"))  # each case is tested in exactly one fold
+        with open(evaluation / "per_lesion.csv", newline="") as handle:
+            lesions += list(csv.DictReader(handle))
+        if summaries[-1].get("calibration"):
+            cals.append(summaries[-1]["calibration"])
+        if (folder / "timing.json").is_file():
+            timings.append(json.loads((folder / "timing.json").read_text()))
+    calibration = pool_calibration(cals)
+    record.update(table=table, lesions=lesions, calibration=calibration,
+                  summary=merge_summaries(summaries, calibration))
+    if timings:
+        record["timing"] = {key: sum(t.get(key) or 0 for t in timings) for key in timings[0]
+                            if isinstance(timings[0].get(key), int | float)}
+    return record
+
+
+def collect(output: Path, variants: Sequence[str], seeds: Sequence[int], baseline: str,
+            folds: int | None = None) -> dict[str, Any]:
+    """Read every finished run under ``output`` (every fold of it under cross-validation) and compute all report
+    numbers (JSON-ready but for NaN)."""
     runs: dict[str, dict[str, Any]] = {}
     per_case: dict[str, dict[str, np.ndarray]] = {}
     cases: list[str] | None = None
     sensitivity, calibration, pooled = {}, {}, {}
     size_settings: tuple[list[float], str] | None = None
+    matching: str | None = None
     for variant in variants:
         tables, lesion_tables, cals, summaries, runs[variant] = [], [], [], [], {}
         for seed in seeds:
-            folder = run_dir(output, variant, seed)
-            status = "done" if is_finished(folder) else ("failed" if (folder / "failed.json").is_file() else "missing")
-            runs[variant][str(seed)] = {"status": status, "folder": str(folder)}
-            if status != "done":
+            record = _read_seed(Path(output), variant, seed, folds)
+            runs[variant][str(seed)] = {k: record[k] for k in ("status", "folder", "timing") if k in record}
+            if record["status"] != "done":
                 continue
-            evaluation = folder / "evaluation"
-            summary = json.loads((evaluation / "summary.json").read_text())
-            summaries.append(summary)
-            tables.append(read_per_case(evaluation / "per_case.csv"))
-            with open(evaluation / "per_lesion.csv", newline="") as handle:
-                lesion_tables.append(list(csv.DictReader(handle)))
-            if summary.get("calibration"):
-                cals.append(summary["calibration"])
-            timing = folder / "timing.json"
-            if timing.is_file():
-                runs[variant][str(seed)]["timing"] = json.loads(timing.read_text())
-            settings = summary.get("settings", {})
+            summaries.append(record["summary"])
+            tables.append(record["table"])
+            lesion_tables.append(record["lesions"])
+            if record["calibration"]:
+                cals.append(record["calibration"])
+            settings = record["summary"].get("settings", {})
+            matching = matching or settings.get("matching", "overlap")
             size_settings = size_settings or (settings.get("size_bins", [10, 100]), settings.get("size_unit", "voxels"))
         if not tables:
             continue
@@ -225,7 +283,10 @@ def collect(output: Path, variants: Sequence[str], seeds: Sequence[int], baselin
                 pooled[variant][key] = {"seed_values": values, "mean": float(np.mean(values)),
                                         "seed_sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
     table, paired = compare_variants(per_case, baseline)
-    return {"baseline": baseline, "variants": list(variants), "seeds": list(seeds), "cases": cases or [],
+    first = next(iter(sensitivity.values()), {})
+    return {"baseline": baseline, "variants": list(variants), "seeds": list(seeds), "folds": folds,
+            "cases": cases or [], "n_lesions": int(sum(b["n_lesions"] for b in first.values())) if first else 0,
+            "matching": matching,
             "runs": runs, "per_case": {v: {m: x.tolist() for m, x in d.items()} for v, d in per_case.items()},
             "table": table, "paired": paired, "pooled": pooled, "sensitivity_by_size": sensitivity,
             "size_unit": size_settings[1] if size_settings else "voxels", "calibration": calibration,

@@ -50,10 +50,19 @@ from pathlib import Path
 from typing import Any
 
 from seg.comparison.config import CompareConfig, load_config
+from seg.comparison.ray_executor import run_with_ray
 from seg.comparison.render import write_report
-from seg.comparison.runs import epochs_trained, evaluation_changes, is_finished, run_dir, run_settings
+from seg.comparison.runs import (  # noqa: F401 (re-exported)
+    Run,
+    epochs_trained,
+    pending,
+    plan_runs,
+    prepare_dataset,
+    record_failure,
+    start_run,
+    train_argv,
+)
 from seg.data.layouts import load_dataset
-from seg.data.synthetic import make_dataset
 from seg.errors import USER_ERRORS
 from seg.evaluation.evaluate import evaluate_folders
 from seg.inference.predict import predict_files
@@ -61,54 +70,7 @@ from seg.io import write_text
 from seg.training.api import train
 
 
-def prepare_dataset(config: CompareConfig, output: Path) -> Path:
-    """The dataset.json every run uses: the configured one, or a synthetic one made once into OUTPUT/data."""
-    if config.dataset is not None:
-        return Path(config.dataset)
-    data = output / "data"
-    recorded = data / "synthetic.json"
-    if (data / "dataset.json").is_file():
-        if recorded.is_file() and json.loads(recorded.read_text()) != config.synthetic:
-            raise ValueError(f"'{data}' holds a synthetic dataset made with {recorded.read_text().strip()} but the "
-                             f"config asks for {config.synthetic}; use another --output")
-        print(f"synthetic dataset exists: {data / 'dataset.json'}")
-        return data / "dataset.json"
-    print(f"making a synthetic dataset in {data} with {config.synthetic}")
-    dataset_json = make_dataset(data, **config.synthetic)
-    write_text(recorded, json.dumps(config.synthetic) + "\n")
-    return dataset_json
-
-
-def test_label_folder(dataset_json: Path) -> Path:
-    """The one folder holding the labels of every test case (the comparison evaluates on them)."""
-    spec = load_dataset(dataset_json)
-    if not spec.test_cases:
-        raise ValueError(f"dataset '{dataset_json}' has no test cases; the comparison predicts and evaluates the "
-                         "held-out test cases (MSD 'test' entries with labels in labelsTs/)")
-    unlabelled = [c.name for c in spec.test_cases if c.label is None]
-    folders = {Path(c.label).parent for c in spec.test_cases if c.label is not None}
-    if unlabelled or len(folders) != 1:
-        raise ValueError(f"dataset '{dataset_json}': every test case needs a label in one folder (labelsTs/); "
-                         f"unlabelled: {unlabelled[:5]}, label folders: {sorted(map(str, folders))}")
-    return folders.pop()
-
-
-def train_argv(config: CompareConfig, variant: str, seed: int, folder: Path, dataset_json: Path) -> list[str]:
-    """The seg-train arguments of one run (base, shared arguments, the variant's, then the run's own).
-
-    ``--seed`` sets ``seed_everything`` at parse time (``SegCLI.parse_arguments``), before LightningCLI seeds.
-    """
-    argv = ["--config", str(config.base), *config.train_args, *config.variants[variant], "--output", str(folder),
-            "--seed", str(seed), "--dataset", str(dataset_json)]
-    if config.max_epochs is not None:
-        argv += ["--max-epochs", str(config.max_epochs)]
-    if config.max_minutes is not None:
-        argv += ["--max-minutes", str(config.max_minutes)]
-    return argv
-
-
-def execute_run(argv: list[str], folder: Path, dataset_json: Path, labels: Path, classes: list[int] | None = None,
-                dilation: int = 0, min_lesion_size: int = 0) -> dict[str, Any]:
+def execute_run(argv: list[str], folder: Path, dataset_json: Path, labels: Path, **evaluation: Any) -> dict[str, Any]:
     """Train, predict the test cases, evaluate (:func:`evaluate_run`); the evaluation folder is renamed in last."""
     start = time.perf_counter()
     try:
@@ -122,82 +84,75 @@ def execute_run(argv: list[str], folder: Path, dataset_json: Path, labels: Path,
     predictions = folder / "predictions"
     # best.ckpt is written at the first validation; a run stopped by the time cap before it only has last.ckpt
     checkpoint = folder / "best.ckpt" if (folder / "best.ckpt").is_file() else folder / "last.ckpt"
-    failures = predict_files(checkpoint, dataset_json, predictions, probabilities=True, overwrite=True)
+    failures = predict_files(checkpoint, dataset_json, predictions, probabilities=True, overwrite=True,
+                             progress=False)
     if failures:
         raise RuntimeError(f"{len(failures)} test case(s) failed to predict in '{folder}': {failures}")
     timing = {"train_seconds": trained - start, "predict_seconds": time.perf_counter() - trained,
               "epochs": epochs_trained(folder), "checkpoint": checkpoint.name}
-    return evaluate_run(folder, labels, timing, start=start, classes=classes, dilation=dilation,
-                        min_lesion_size=min_lesion_size)
+    images = {c.name: list(c.images) for c in load_dataset(dataset_json).test_cases}  # for the overlays
+    return evaluate_run(folder, labels, timing, start=start, overlays=images, **evaluation)
 
 
-def evaluate_run(folder: Path, labels: Path, timing: dict[str, Any], *, start: float,
-                 classes: list[int] | None = None, dilation: int = 0, min_lesion_size: int = 0) -> dict[str, Any]:
+def evaluate_run(folder: Path, labels: Path, timing: dict[str, Any], *, start: float, **evaluation: Any
+                 ) -> dict[str, Any]:
     """Evaluate ``folder/predictions`` against ``labels`` into ``folder/evaluation``, atomically.
 
-    ``classes``, ``dilation`` and ``min_lesion_size`` go to :func:`seg.evaluation.evaluate.evaluate_folders`.
-
-    The evaluation is written into ``folder/.evaluation.tmp`` and renamed into place after ``timing.json``,
-    so ``evaluation/summary.json`` exists only when everything of the run is written.
+    ``evaluation`` (classes, dilation, min_lesion_size, matching, regions) goes to
+    :func:`seg.evaluation.evaluate.evaluate_folders`. The evaluation is written into ``folder/.evaluation.tmp`` and
+    renamed into place after ``timing.json``, so ``evaluation/summary.json`` exists only when everything of the run is.
     """
     predictions = folder / "predictions"
     staging = folder / ".evaluation.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     evaluated = time.perf_counter()
-    evaluate_folders(predictions, labels, staging, probabilities_dir=predictions / "probabilities", classes=classes,
-                     dilation=dilation, min_lesion_size=min_lesion_size, progress=False)
+    # with regions the probability maps hold one sigmoid channel per region, not classes: no ECE of them
+    probabilities = None if evaluation.get("regions") else predictions / "probabilities"
+    evaluate_folders(predictions, labels, staging, probabilities_dir=probabilities, progress=False, **evaluation)
     timing = {**timing, "evaluate_seconds": time.perf_counter() - evaluated, "total_seconds": time.perf_counter() - start}
     write_text(folder / "timing.json", json.dumps(timing, indent=2) + "\n")
     staging.rename(folder / "evaluation")
     return timing
 
 
+def evaluation_options(config: CompareConfig) -> dict[str, Any]:
+    """The config's ``eval_*`` keys as :func:`seg.evaluation.evaluate.evaluate_folders` arguments."""
+    options: dict[str, Any] = {"classes": config.eval_classes, "dilation": config.eval_dilation,
+                               "min_lesion_size": config.eval_min_lesion_size, "matching": config.eval_matching}
+    if config.eval_regions is not None:
+        options["regions"] = config.eval_regions
+    return options
+
+
 def run_comparison(config: CompareConfig, output: Path, *, runner=None) -> list[tuple[str, int, str]]:
-    """Every (variant, seed) run in order, skipping finished ones; returns ``(variant, seed, status)`` per run.
+    """Every run in order on this process, skipping finished ones; returns ``(run name, seed, status)`` per run.
 
     ``runner(argv, folder, dataset_json, labels)`` does one run (default :func:`execute_run`, evaluating with
-    the config's ``eval_*`` keys; tests pass a fake). A run that raises one of the user errors of :mod:`seg.cli`
-    is recorded in ``failed.json`` and the others continue.
+    the config's ``eval_*`` keys; tests pass a fake). A run that raises a user error (:data:`seg.errors.USER_ERRORS`)
+    or a RuntimeError is recorded in ``failed.json`` and the others continue.
     """
     if runner is None:
-        runner = functools.partial(execute_run, classes=config.eval_classes, dilation=config.eval_dilation,
-                                   min_lesion_size=config.eval_min_lesion_size)
-
-    output = Path(output).resolve()
-    dataset_json = prepare_dataset(config, output)
-    labels = test_label_folder(dataset_json)
-    plan = [(v, s) for v in config.variants for s in config.seeds]
+        runner = functools.partial(execute_run, **evaluation_options(config))
+    runs = plan_runs(config, output)
+    finished, _ = pending(config, runs, output)
     statuses = []
-    for index, (variant, seed) in enumerate(plan, start=1):
-        folder = run_dir(output, variant, seed)
-        argv = train_argv(config, variant, seed, folder, dataset_json)
-        prefix = f"[{index}/{len(plan)}] {variant} seed {seed}:"
-        recorded = folder / "compare_run.json"
-        settings = run_settings(argv, output)
-        if is_finished(folder):
-            if not recorded.is_file() or json.loads(recorded.read_text())["settings"] != settings:
-                raise ValueError(f"finished run '{folder}' was made with other settings than the current config "
-                                 f"(see {recorded}); use another --output, or delete that run folder to redo it")
-            changes = evaluation_changes(folder, config)
-            if changes:
-                raise ValueError(f"finished run '{folder}' was evaluated with {', '.join(changes)}; use another "
-                                 "--output, or delete that run folder to redo it")
+    for index, run in enumerate(runs, start=1):
+        prefix = f"[{index}/{len(runs)}] {run.name}:"
+        if run in finished:
             print(f"{prefix} skipped (done)", flush=True)
-            statuses.append((variant, seed, "skipped"))
+            statuses.append((run.variant, run.seed, "skipped"))
             continue
-        shutil.rmtree(folder, ignore_errors=True)  # an unfinished run restarts from scratch
-        write_text(recorded, json.dumps({"variant": variant, "seed": seed, "train_argv": argv,
-                                               "settings": settings}, indent=2) + "\n")
+        start_run(run, output)
         print(f"{prefix} training, predicting, evaluating ...", flush=True)
         try:
-            timing = runner(argv, folder, dataset_json, labels)
+            timing = runner(run.argv, run.folder, run.dataset_json, run.labels)
         except USER_ERRORS + (RuntimeError,) as error:
-            write_text(folder / "failed.json", json.dumps({"error": f"{type(error).__name__}: {error}"}) + "\n")
+            record_failure(run, error)
             print(f"{prefix} FAILED: {error}", file=sys.stderr, flush=True)
-            statuses.append((variant, seed, "failed"))
+            statuses.append((run.variant, run.seed, "failed"))
             continue
         print(f"{prefix} done in {timing.get('total_seconds', 0) / 60:.1f} min", flush=True)
-        statuses.append((variant, seed, "done"))
+        statuses.append((run.variant, run.seed, "done"))
     return statuses
 
 
@@ -210,19 +165,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="output folder (default: the config's output)")
     parser.add_argument("--quick", action="store_true", help="use the config's quick version (smoke-sized)")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from finished runs only")
+    parser.add_argument("--executor", choices=("sequential", "ray"), default="sequential",
+                        help="run one after another here, or as Ray tasks (seg[ray]; see seg.comparison.ray_executor)")
+    parser.add_argument("--address", default=None, help="--executor ray: a Ray cluster (HOST:PORT); default local")
+    parser.add_argument("--cpus-per-run", type=float, default=1, help="--executor ray: CPUs each run asks for")
+    parser.add_argument("--gpus-per-run", type=float, default=0, help="--executor ray: GPUs each run asks for")
     args = parser.parse_args(argv)
     config = load_config(args.config, quick=args.quick)
     if args.dataset is not None:
         config = dataclasses.replace(config, dataset=args.dataset.resolve(), synthetic=None)
     output = args.output or config.output
     start = time.perf_counter()
-    if not args.report_only:
+    if args.report_only:
+        failed = []
+    elif args.executor == "ray":
+        runs = plan_runs(config, output)
+        _, todo = pending(config, runs, output)
+        print(f"{len(runs) - len(todo)} of {len(runs)} runs finished; {len(todo)} to run on Ray", flush=True)
+        statuses = run_with_ray(todo, output, functools.partial(execute_run, **evaluation_options(config)),
+                                address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+        failed = [run.name for run, status in statuses if status == "failed"]
+    else:
         statuses = run_comparison(config, output)
         failed = [f"{v} seed {s}" for v, s, status in statuses if status == "failed"]
-    else:
-        failed = []
     report = write_report(output, list(config.variants), config.seeds, config.baseline,
-                          title=f"Loss comparison ({config.path.name})")
+                          title=f"Loss comparison ({config.path.name})", folds=config.folds)
     print(f"report: {output / 'report.md'} (numbers: {output / 'report.json'}, figures: {output / 'figures'}); "
           f"{len(report['table'])} variant(s) with results, {(time.perf_counter() - start) / 60:.1f} min")
     if failed:
