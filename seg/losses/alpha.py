@@ -197,6 +197,9 @@ def resolve_alpha(alpha: float | Sequence[float] | torch.Tensor | str | None, nu
         if activation == "sigmoid":
             values = values.repeat(num_classes)
         elif num_classes == 2:
+            if not 0 <= float(values) <= 1:
+                raise ValueError(f"a scalar alpha weights the lesion class by alpha and background by 1 - alpha, so "
+                                 f"it must be in [0, 1]; got {_quote(alpha)}")
             values = torch.stack([1 - values, values])
         else:
             raise ValueError(f"a scalar alpha ({float(values):g}) is ambiguous for softmax with C={num_classes} "
