@@ -10,7 +10,10 @@ and is evaluated by ``seg.evaluation`` under the default matching rule (msseg), 
 
 - ``plain MONAI``: benchmarks/plain_monai.py (UNet, DiceCELoss, RandCropByPosNegLabeld, 64x64x32 patches, no TTA);
 - ``seg previous``: configs/benchmarks/demo_previous.yaml (the demo before this work), with test-time mirroring;
-- ``seg default``: configs/demo.yaml, with test-time mirroring (as ``make demo`` predicts).
+- ``seg default``: configs/demo.yaml, with test-time mirroring (as ``make demo`` predicts);
+- ablations of the default, one option changed each (``--variants`` to run them): ``no hysteresis`` (threshold and
+  peak off: the argmax), ``lesion sampling``, ``blob`` (lesion sampling + blob_weight 1), ``patch counts``
+  (α from sampled patches), ``focal/foreground`` (RetinaNet's normalisation), ``min size 10``.
 
 Prints one row per variant (mean over seeds, each seed's value in the JSON) and writes OUTPUT/results.md/.json.
 """
@@ -34,8 +37,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_monai import train_and_predict  # noqa: E402 (benchmarks/ is not a package)
 
 ROOT = Path(__file__).resolve().parents[1]
-SEG_VARIANTS = {"seg previous": ROOT / "configs" / "benchmarks" / "demo_previous.yaml",
-                "seg default": ROOT / "configs" / "demo.yaml"}
+DEMO = ROOT / "configs" / "demo.yaml"
+SEG_VARIANTS: dict[str, tuple[Path, list[str]]] = {
+    "seg previous": (ROOT / "configs" / "benchmarks" / "demo_previous.yaml", []),
+    "seg default": (DEMO, []),
+    "no hysteresis": (DEMO, ["--model.threshold", "null", "--model.peak_threshold", "null"]),
+    "lesion sampling": (DEMO, ["--data.sampling", "lesions"]),
+    "blob": (DEMO, ["--data.sampling", "lesions", "--model.blob_weight", "1.0"]),
+    "patch counts": (DEMO, ["--data.class_counts_from", "patches"]),
+    "focal/foreground": (DEMO, ["--model.focal_normalization", "foreground"]),
+    "min size 10": (DEMO, ["--model.min_size", "10"]),
+}
+DEFAULT_VARIANTS = ["plain MONAI", "seg previous", "seg default"]
 COLUMNS = ("dice", "lesion_f1", "lesion_wise_dice", "sens_lt30", "sens_30_300", "sens_gt300", "fp_per_volume", "steps")
 
 
@@ -47,9 +60,10 @@ def _row(summary: dict, steps: int) -> dict[str, float]:
             "lesions": {b: v["tp"] + v["fn"] for b, v in bins.items()}}
 
 
-def run_seg(config: Path, data: Path, folder: Path, minutes: float, seed: int) -> dict[str, float]:
+def run_seg(variant: tuple[Path, list[str]], data: Path, folder: Path, minutes: float, seed: int) -> dict[str, float]:
+    config, overrides = variant
     train(["--config", str(config), "--dataset", str(data), "--output", str(folder / "run"), "--max-minutes",
-           str(minutes), "--seed", str(seed), "--trainer.enable_progress_bar", "false"])
+           str(minutes), "--seed", str(seed), "--trainer.enable_progress_bar", "false", *overrides])
     timing = json.loads((folder / "run" / "step_timing.json").read_text())
     checkpoint = folder / "run" / "best.ckpt"
     predict_files(checkpoint, data, folder / "predictions", overwrite=True, tta=True)
@@ -68,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=8.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--output", type=Path, default=Path("bench_output/small_lesions"))
-    parser.add_argument("--variants", nargs="+", default=["plain MONAI", *SEG_VARIANTS])
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=["plain MONAI", *SEG_VARIANTS])
     args = parser.parse_args(argv)
     data = args.output / "data" / "dataset.json"
     if not data.is_file():
@@ -77,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {}
     for seed in args.seeds:  # seeds outermost: a partial run still compares every variant
         for variant in args.variants:
-            folder = args.output / variant.replace(" ", "_") / f"seed{seed}"
+            folder = args.output / variant.replace(" ", "_").replace("/", "_") / f"seed{seed}"
             start = time.perf_counter()
             row = run_monai(data, folder, args.minutes, seed) if variant == "plain MONAI" else \
                 run_seg(SEG_VARIANTS[variant], data, folder, args.minutes, seed)

@@ -1,4 +1,6 @@
-"""Labels from predicted probabilities: argmax or threshold, then removal of small connected components.
+"""Labels from predicted probabilities: argmax or threshold, then removal of connected components that are too small
+or never confident (hysteresis: a component is kept only if its peak foreground probability exceeds
+``peak_threshold``, as ``skimage.filters.apply_hysteresis_threshold(p, threshold, peak_threshold)`` keeps them).
 
 :func:`seg.inference.sliding_window.predict_labels` does the same slab by slab; :func:`postprocess` works on the whole
 ``(B, K, *spatial)`` probabilities of :func:`seg.inference.sliding_window.predict_volume` (validation, ``seg-infer``).
@@ -45,8 +47,16 @@ def min_voxels(min_size: int = 0, min_size_mm3: float | None = None, spacing: Se
     return max(int(min_size), math.ceil(min_size_mm3 / math.prod(float(s) for s in spacing) - 1e-9))
 
 
+def peaks(probabilities: torch.Tensor, activation: str, peak_threshold: float) -> torch.Tensor:
+    """Where the prediction is confident: softmax ``1 − p_0 > peak_threshold`` ``(B, *spatial)``; sigmoid each channel
+    ``> peak_threshold`` ``(B, K, *spatial)``. bool, the shape of :func:`to_labels`' output."""
+    if activation == "softmax":
+        return (1 - probabilities[:, 0]) > peak_threshold
+    return probabilities > peak_threshold
+
+
 def postprocess(probabilities: torch.Tensor, *, activation: str = "softmax", threshold: float | None = None,
-                min_size: int = 0) -> torch.Tensor:
+                min_size: int = 0, peak_threshold: float | None = None) -> torch.Tensor:
     """Labels from probabilities, optionally without small connected components.
 
     Args:
@@ -55,6 +65,8 @@ def postprocess(probabilities: torch.Tensor, *, activation: str = "softmax", thr
         min_size: per class (softmax, classes >= 1) or channel (sigmoid), connected components of fewer
             voxels are set to 0 (background). Full connectivity (8 in 2D, 26 in 3D). 0 keeps everything.
             In mm³: ``min_size=min_voxels(0, mm3, spacing)``.
+        peak_threshold: components (of the same connectivity, per class or channel) without a voxel whose
+            foreground probability exceeds it are removed; None keeps them all.
 
     Returns:
         uint8 ``(B, *spatial)`` under softmax, ``(B, K, *spatial)`` under sigmoid.
@@ -63,7 +75,29 @@ def postprocess(probabilities: torch.Tensor, *, activation: str = "softmax", thr
     if probabilities.ndim < 3:
         raise ValueError(f"probabilities must have shape (B, K, *spatial), got {tuple(probabilities.shape)}")
     labels = to_labels(probabilities, activation, threshold)
+    if peak_threshold is not None:
+        labels = remove_unpeaked_components(labels, peaks(probabilities, activation, peak_threshold),
+                                            channels=activation == "sigmoid")
     return remove_small_components(labels, min_size, channels=activation == "sigmoid")
+
+
+def remove_unpeaked_components(labels: torch.Tensor, peaked: torch.Tensor, *, channels: bool) -> torch.Tensor:
+    """Zero the components of ``labels`` (uint8 ``(B, *spatial)`` or masks ``(B, K, *spatial)``, per value or
+    channel, full connectivity) that hold no ``True`` voxel of ``peaked`` (bool, the same shape)."""
+    array = labels.cpu().numpy()
+    seeds = peaked.cpu().numpy()
+    maps = array.reshape(-1, *array.shape[2:]) if channels else array
+    seed_maps = seeds.reshape(-1, *seeds.shape[2:]) if channels else seeds
+    structure = ndimage.generate_binary_structure(maps.ndim - 1, maps.ndim - 1)
+    for volume, seed in zip(maps, seed_maps, strict=True):
+        for value in np.unique(volume):
+            if value == 0:
+                continue
+            components, n = ndimage.label(volume == value, structure=structure)
+            keep = np.zeros(n + 1, dtype=bool)
+            keep[np.unique(components[seed & (components > 0)])] = True
+            volume[~keep[components] & (components > 0)] = 0
+    return torch.from_numpy(array).to(labels.device)
 
 
 def remove_small_components(labels: torch.Tensor, min_size: int, *, channels: bool) -> torch.Tensor:

@@ -3,7 +3,8 @@
     seg-infer --checkpoint RUN/best.ckpt [B.ckpt ... | RUN_OF_FOLDS/] --input FILE|DIR|dataset.json --output DIR
               [--model EXPORT_DIR] [--device auto|cpu|cuda|cuda:N|mps] [--devices N --strategy ddp --num-nodes M]
               [--probabilities] [--overwrite] [--tta/--no-tta] [--overlap 0.5] [--batch-size 4]
-              [--min-size N | --min-size-mm3 V] [--threshold T] [--precision 32|bf16|16] [--num-workers 1]
+              [--min-size N | --min-size-mm3 V] [--threshold T] [--peak-threshold P] [--precision 32|bf16|16]
+              [--num-workers 1]
 
 For every case the preprocessing stored with the model (orientation, cropping, spacing, normalisation) is replayed
 with MONAI's invertible transforms, the network predicts by sliding window, the prediction is inverted onto the
@@ -67,7 +68,7 @@ def lightning_device(device: str) -> tuple[str, int | list[int] | None]:
 def predict_files(checkpoint: PathLike | Sequence[PathLike] | None, source: PathLike, output: PathLike, *,
                   model: PathLike | None = None, probabilities: bool = False, overwrite: bool = False,
                   tta: bool = False, min_size: int | None = None, min_size_mm3: float | None = None,
-                  threshold: float | None = None, overlap: float = 0.5, batch_size: int = 4, device: str = "cpu",
+                  threshold: float | None = None, peak_threshold: float | None = None, overlap: float = 0.5, batch_size: int = 4, device: str = "cpu",
                   devices: int = 1, strategy: str = "auto", num_nodes: int = 1, num_workers: int = 0,
                   precision: str = "32", progress: bool = True) -> list[str]:
     """Predict every case of ``source`` into ``output``; returns the failure messages (empty: all fine).
@@ -80,7 +81,7 @@ def predict_files(checkpoint: PathLike | Sequence[PathLike] | None, source: Path
     if (checkpoint is None) == (model is None):
         raise ValueError("give either --checkpoint (one or more) or --model (an export folder of seg-export)")
     settings = Settings(overlap=overlap, batch_size=batch_size, tta=tta, min_size=min_size, min_size_mm3=min_size_mm3,
-                        threshold=threshold)
+                        threshold=threshold, peak_threshold=peak_threshold)
     if model is not None:
         network, spec = load_export(model)
     else:
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: the checkpoint's postprocessing)")
     parser.add_argument("--min-size-mm3", type=float, default=None, help="remove components under V mm^3")
     parser.add_argument("--threshold", type=float, default=None, help="foreground where 1 - p(background) > T")
+    parser.add_argument("--peak-threshold", type=float, default=None, help="keep only components with a voxel "
+                        "above P (hysteresis; 0 keeps all; default: the checkpoint's postprocessing)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (auto: CUDA if present)")
     parser.add_argument("--devices", type=int, default=1, help="devices (processes) per node, with --strategy ddp")
     parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp for several devices")
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = predict_files(args.checkpoint, args.input, args.output, model=args.model,
                              probabilities=args.probabilities, overwrite=args.overwrite, tta=args.tta,
                              min_size=args.min_size, min_size_mm3=args.min_size_mm3, threshold=args.threshold,
-                             overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+                             peak_threshold=args.peak_threshold, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
                              devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
                              num_workers=args.num_workers, precision=args.precision)
     if failures:

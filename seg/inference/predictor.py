@@ -89,6 +89,7 @@ class Settings:
     min_size: int | None = None
     min_size_mm3: float | None = None
     threshold: float | None = None
+    peak_threshold: float | None = None
     dtype: torch.dtype | None = None  # mixed precision of the network (None: float32)
 
     def resolved(self, spec: InferenceSpec) -> Settings:
@@ -97,7 +98,9 @@ class Settings:
         return Settings(**{**{f.name: getattr(self, f.name) for f in fields(self)},
                            "min_size": (self.min_size or 0) if given_size else int(post.get("min_size", 0)),
                            "min_size_mm3": self.min_size_mm3 if given_size else post.get("min_size_mm3"),
-                           "threshold": self.threshold if self.threshold is not None else post.get("threshold")})
+                           "threshold": self.threshold if self.threshold is not None else post.get("threshold"),
+                           "peak_threshold": self.peak_threshold if self.peak_threshold is not None
+                           else post.get("peak_threshold")})
 
 
 class CasePredictor:
@@ -149,7 +152,8 @@ class CasePredictor:
                        activation=activation)
         if not probabilities:
             size = min_voxels(s.min_size, s.min_size_mm3, _spacing(image))
-            labels = predict_labels(network, volume, roi, threshold=s.threshold, min_size=size, **options)
+            labels = predict_labels(network, volume, roi, threshold=s.threshold, min_size=size,
+                                    peak_threshold=s.peak_threshold, **options)
             labels = self._as_label_map(labels)[0]  # (*spatial) uint8
             restored = invert_to_input_space(MetaTensor(labels[None].float()), image, self.transforms, nearest=True)
             return restored.as_tensor()[0].round().to(torch.uint8).numpy(), None
@@ -159,7 +163,8 @@ class CasePredictor:
         if activation == "softmax":
             restored[0] = (1.0 - restored[1:].sum(0)).clamp(0.0, 1.0)  # outside the cropped box the inverse pads 0s
         size = min_voxels(s.min_size, s.min_size_mm3, _spacing(inverted))
-        labels = postprocess(restored[None], activation=activation, threshold=s.threshold, min_size=size)
+        labels = postprocess(restored[None], activation=activation, threshold=s.threshold, min_size=size,
+                             peak_threshold=s.peak_threshold)
         return self._as_label_map(labels)[0].numpy().astype(np.uint8), restored.numpy().astype(np.float32)
 
     def _as_label_map(self, labels: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,7 @@ from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.transforms.utils import generate_spatial_bounding_box
 
 from seg.errors import check_option
-from seg.inference.postprocess import remove_small_components, to_labels
+from seg.inference.postprocess import peaks, remove_small_components, remove_unpeaked_components, to_labels
 
 Network = Callable[[torch.Tensor], torch.Tensor]
 
@@ -241,7 +241,7 @@ def _background(image: torch.Tensor, k: int, activation: str | None) -> torch.Te
 def predict_labels(network: Network, image: torch.Tensor, roi_size: int | Sequence[int], *,
                    overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4, tta: bool = False,
                    activation: str = "softmax", crop: bool = True, threshold: float | None = None,
-                   min_size: int = 0, device: torch.device | str | None = None,
+                   min_size: int = 0, peak_threshold: float | None = None, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> torch.Tensor:
     """Labels of whole volumes, never holding ``K x volume`` probabilities (bound in the module docstring).
 
@@ -252,6 +252,8 @@ def predict_labels(network: Network, image: torch.Tensor, roi_size: int | Sequen
         activation: ``"softmax"`` or ``"sigmoid"``.
         threshold: :func:`seg.inference.postprocess.to_labels` (softmax: argmax when None; sigmoid: 0.5).
         min_size: connected components with fewer voxels are removed (full connectivity, per class).
+        peak_threshold: components without a voxel above it are removed (a bool map of the confident voxels is kept
+            beside the labels: one more byte per voxel).
 
     Returns:
         uint8 ``(B, *spatial)`` class indices under softmax; ``(B, K, *spatial)`` 0/1 under sigmoid.
@@ -260,16 +262,24 @@ def predict_labels(network: Network, image: torch.Tensor, roi_size: int | Sequen
     if activation is None:
         raise ValueError("predict_labels needs activation 'softmax' or 'sigmoid', got None")
     labels: torch.Tensor | None = None
+    peaked: torch.Tensor | None = None
     with torch.inference_mode():
         for b, index, logits in _slabs(network, image, roi, overlap, blend, batch_size, tta, crop, device, dtype):
             if labels is None:
                 labels = _empty_labels(image, logits.shape[0], activation)
-            slab = to_labels(_activate(logits, activation, dim=0)[None], activation, threshold)[0].to(labels.device)
-            labels[(b, *index) if activation == "softmax" else (b, slice(None), *index)] = slab
+                peaked = None if peak_threshold is None else torch.zeros_like(labels, dtype=torch.bool)
+            where = (b, *index) if activation == "softmax" else (b, slice(None), *index)
+            probabilities = _activate(logits, activation, dim=0)[None]
+            labels[where] = to_labels(probabilities, activation, threshold)[0].to(labels.device)
+            if peaked is not None:
+                peaked[where] = peaks(probabilities, activation, peak_threshold)[0].to(labels.device)
         if labels is None:
             k = _num_outputs(network, image, roi, device) if activation == "sigmoid" else 1
             labels = _empty_labels(image, k, activation)
-    return remove_small_components(labels, min_size, channels=activation == "sigmoid")
+    channels = activation == "sigmoid"
+    if peaked is not None:
+        labels = remove_unpeaked_components(labels, peaked, channels=channels)
+    return remove_small_components(labels, min_size, channels=channels)
 
 
 def _empty_labels(image: torch.Tensor, k: int, activation: str) -> torch.Tensor:

@@ -130,16 +130,18 @@ class StepTimer(Callback):
 
 
 def _tune_if_asked(model: pl.LightningModule, datamodule: pl.LightningDataModule, run_dir: Path) -> None:
-    """``threshold: auto`` / ``min_size: auto``: choose them on the validation split (:mod:`seg.training.tuning`)."""
+    """``threshold`` / ``min_size`` / ``peak_threshold: auto``: choose them on the validation split
+    (:mod:`seg.training.tuning`)."""
     hp = model.hparams
     auto_threshold, auto_size = hp.get("threshold") == "auto", hp.get("min_size") == "auto"
-    if not (auto_threshold or auto_size) or getattr(datamodule, "val_dataset", None) is None:
+    auto_peak = hp.get("peak_threshold") == "auto"
+    if not (auto_threshold or auto_size or auto_peak) or getattr(datamodule, "val_dataset", None) is None:
         return
     post = model.postprocessing()
     tune_postprocessing(run_dir, datamodule.val_dataset, tune_threshold=auto_threshold, tune_min_size=auto_size,
                         matching=hp.get("lesion_matching", "msseg"), overlap=hp.sw_overlap,
                         batch_size=hp.sw_batch_size, fixed_threshold=post["threshold"],
-                        fixed_min_size=post["min_size"])
+                        fixed_min_size=post["min_size"], tune_peak=auto_peak, fixed_peak=post["peak_threshold"])
 
 
 class ValidationBudget(Callback):

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
-from seg.training.tuning import tune
+from seg.cli import train_main
+from seg.inference.predictor import CasePredictor, Settings
+from seg.training.tuning import MIN_SIZES, PEAKS, THRESHOLDS, TUNING_FILE, tune
+from tests.training.test_train import TINY
 
 
 def _case() -> tuple[np.ndarray, np.ndarray, float]:
@@ -28,9 +35,47 @@ def test_threshold_and_min_size_are_chosen_for_the_best_lesion_f1() -> None:
     by_setting = {(r["threshold"], r["min_size_voxels"]): r for r in result["table"]}
     assert by_setting[(0.5, 0)]["tp"] == 0 and by_setting[(0.5, 0)]["fp"] == 2  # argmax: specks only
     assert by_setting[(0.3, 3)]["fp"] == 1  # the faint one stays
-    assert len(result["table"]) == 9
+    assert len(result["table"]) == 9 and all(r["peak_threshold"] == 0.0 for r in result["table"])
+
+
+def test_peak_threshold_is_chosen_when_it_removes_the_unconfident_false_positives() -> None:
+    probability, label, voxel = _case()
+    probability[25:28, 20:23, 20:23] = 0.6  # the faint false positive is now above every threshold, but never > 0.9
+    for start in (2, 12, 22):
+        probability[start + 1, 6, 6] = 0.97  # each lesion has a confident centre
+    result = tune([(probability, label, voxel)], thresholds=(0.4, 0.5), min_sizes=(0, 3),
+                  peaks=(0.0, 0.9, 0.99), matching="msseg")
+    chosen = result["chosen"]
+    # peak 0.9: the FP blob (max 0.6) goes, the lesions (max 0.97) stay; the 0.95 specks need min_size 3
+    assert (chosen["threshold"], chosen["min_size_voxels"], chosen["peak_threshold"]) == (0.4, 3, 0.9)
+    assert chosen["lesion_f1"] == 1.0 and result["peak_threshold"] == 0.9
+    by_setting = {(r["threshold"], r["min_size_voxels"], r["peak_threshold"]): r for r in result["table"]}
+    assert by_setting[(0.4, 3, 0.0)]["fp"] == 1 and by_setting[(0.4, 3, 0.0)]["tp"] == 3  # hand count: the blob
+    assert by_setting[(0.4, 0, 0.99)]["tp"] == 0  # nothing reaches 0.99: everything removed
+    assert len(result["table"]) == 2 * 2 * 3
 
 
 def test_tuning_needs_validation_cases() -> None:
     with pytest.raises(ValueError, match="at least one validation case"):
         tune([])
+
+
+def test_auto_postprocessing_is_tuned_stored_and_used_at_inference(tiny_dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    argv = [*TINY, "--dataset", str(tiny_dataset), "--output", str(run), "--max-epochs", "1",
+            "--model.threshold", "auto", "--model.min_size", "auto", "--model.peak_threshold", "auto"]
+    assert train_main(argv) == 0
+    record = json.loads((run / TUNING_FILE).read_text())
+    assert len(record["table"]) == len(THRESHOLDS) * len(MIN_SIZES) * len(PEAKS) and record["validation_cases"] == 2
+    best = max(r["lesion_f1"] for r in record["table"])
+    assert record["chosen"]["lesion_f1"] == best  # the winner is the table's best
+    spec = torch.load(run / "best.ckpt", weights_only=True)["seg"]["postprocessing"]
+    assert spec["threshold"] == record["threshold"] and spec["tuned_on_validation"] is True
+    assert spec["peak_threshold"] == (record["peak_threshold"] or None)
+    assert spec["min_size_mm3"] == pytest.approx(record["min_size_mm3"])
+    # seg-infer takes the stored settings unless told otherwise
+    predictor = CasePredictor.from_checkpoints([run / "best.ckpt"])
+    assert (predictor.settings.threshold, predictor.settings.peak_threshold) == (spec["threshold"],
+                                                                                 spec["peak_threshold"])
+    told = CasePredictor.from_checkpoints([run / "best.ckpt"], Settings(threshold=0.5, peak_threshold=0.0))
+    assert (told.settings.threshold, told.settings.peak_threshold) == (0.5, 0.0)

@@ -1,0 +1,73 @@
+"""Hysteresis postprocessing (``peak_threshold``) against scikit-image's labelling and region maxima."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from skimage.measure import label as sk_label
+from skimage.measure import regionprops
+
+from seg.inference.postprocess import postprocess
+from seg.inference.sliding_window import predict_labels, predict_volume
+from tests.inference.test_sliding_window import conv_net, with_air
+
+
+def _reference(probability: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Components of ``probability > low`` (full connectivity, skimage) whose maximum exceeds ``high``."""
+    components = sk_label(probability > low, connectivity=probability.ndim)
+    keep = np.zeros(components.max() + 1, dtype=bool)
+    for region in regionprops(components, intensity_image=probability):
+        keep[region.label] = region.intensity_max > high
+    return keep[components]
+
+
+@pytest.mark.parametrize("shape", [(24, 20, 16), (40, 36)])
+def test_peak_threshold_keeps_the_components_that_reach_it(shape) -> None:
+    rng = np.random.default_rng(0)
+    probability = ndimage.gaussian_filter(rng.random(shape), 1.5)
+    probability = (probability - probability.min()) / (probability.max() - probability.min())
+    p = torch.from_numpy(probability).float()
+    softmax = torch.stack([1 - p, p])[None]  # (1, 2, *spatial)
+    for low, high in ((0.5, 0.7), (0.55, 0.8), (0.6, 0.6)):
+        expected = _reference(p.numpy(), low, high)
+        assert 0 < expected.sum() < (p.numpy() > low).sum() or high == low  # the cut removes some, keeps some
+        got = postprocess(softmax, threshold=low, peak_threshold=high)[0].numpy() > 0
+        np.testing.assert_array_equal(got, expected)
+        sigmoid = postprocess(p[None, None], activation="sigmoid", threshold=low, peak_threshold=high)
+        np.testing.assert_array_equal(sigmoid[0, 0].numpy() > 0, expected)
+    # with min_size as well: both filters, in either order
+    both = postprocess(softmax, threshold=0.5, peak_threshold=0.7, min_size=20)[0].numpy() > 0
+    sizes = np.bincount(sk_label(_reference(p.numpy(), 0.5, 0.7), connectivity=len(shape)).ravel())
+    assert both.sum() == sizes[1:][sizes[1:] >= 20].sum()
+
+
+def test_peak_threshold_is_per_class_under_softmax() -> None:
+    probabilities = torch.zeros(1, 3, 10, 10)
+    probabilities[0, 0] = 1.0
+    for value, box, p in ((1, (slice(0, 3), slice(0, 3)), 0.95), (2, (slice(5, 8), slice(5, 8)), 0.6)):
+        probabilities[(0, 0, *box)] = 1 - p
+        probabilities[(0, value, *box)] = p
+    labels = postprocess(probabilities, threshold=0.5, peak_threshold=0.9)[0]
+    assert labels[1, 1] == 1 and labels[6, 6] == 0 and int(labels.bool().sum()) == 9
+
+
+@pytest.mark.parametrize(("spatial_dims", "size", "roi"), [(3, (23, 19, 15), (8, 8, 8)), (2, (41, 33), (12, 16))])
+def test_predict_labels_with_a_peak_equals_postprocessed_probabilities(spatial_dims, size, roi) -> None:
+    net = conv_net(spatial_dims, out_channels=2)
+    image = with_air(torch.randn(2, 2, *size), tuple(slice(2, s - 2) for s in size))
+    for activation in ("softmax", "sigmoid"):
+        probabilities = predict_volume(net, image, roi, batch_size=3, activation=activation)
+        foreground = probabilities[:, 1] if activation == "softmax" else probabilities[:, 0]
+        removed = 0
+        for q_low, q_high in ((0.6, 0.95), (0.8, 0.98), (0.9, 0.99)):
+            low, high = (float(q) for q in torch.quantile(foreground.flatten(), torch.tensor([q_low, q_high])))
+            labels = predict_labels(net, image, roi, batch_size=3, activation=activation, threshold=low,
+                                    peak_threshold=high, min_size=2)
+            expected = postprocess(probabilities, activation=activation, threshold=low, peak_threshold=high,
+                                   min_size=2)
+            assert torch.equal(labels, expected)
+            removed += int(postprocess(probabilities, activation=activation, threshold=low, min_size=2).sum()
+                           - expected.sum())
+        assert removed > 0  # some cut removed components
