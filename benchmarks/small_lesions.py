@@ -1,6 +1,6 @@
 """Small lesions, side by side in one run: a plain MONAI script, seg with the previous demo settings, the new default.
 
-    python benchmarks/small_lesions.py [--minutes 8] [--seeds 0 1] [--output bench_output/small_lesions]
+    python benchmarks/small_lesions.py [--minutes 8] [--seeds 0 1] [--output bench_output/small_lesions] [--reuse]
 
 Data: a synthetic dataset with the real-like lesion sizes (seg.data.synthetic defaults: log-normal volumes, about
 two thirds under 30 voxels), 24 training and 16 test cases, seed 7 (neither the demo's nor any tuning run's data).
@@ -16,6 +16,8 @@ and is evaluated by ``seg.evaluation`` under the default matching rule (msseg), 
   (α from sampled patches), ``focal/foreground`` (RetinaNet's normalisation), ``min size 10``.
 
 Prints one row per variant (mean over seeds, each seed's value in the JSON) and writes OUTPUT/results.md/.json.
+``--reuse`` reads the evaluation of a run that already finished in OUTPUT (same data, same settings) instead of
+training it again, so an interrupted benchmark can be completed.
 """
 
 from __future__ import annotations
@@ -77,11 +79,21 @@ def run_monai(data: Path, folder: Path, minutes: float, seed: int) -> dict[str, 
     return _row(summary, record["steps"])
 
 
+def finished(folder: Path) -> dict[str, float] | None:
+    """The row of a run that already finished in ``folder`` (its evaluation and step count), else None."""
+    summary, monai, timing = folder / "evaluation" / "summary.json", folder / "run.json", folder / "run" / "step_timing.json"
+    record = monai if monai.is_file() else timing
+    if not (summary.is_file() and record.is_file()):
+        return None
+    return _row(json.loads(summary.read_text()), json.loads(record.read_text())["steps"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=8.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--output", type=Path, default=Path("bench_output/small_lesions"))
+    parser.add_argument("--reuse", action="store_true", help="read runs that already finished in OUTPUT")
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=["plain MONAI", *SEG_VARIANTS])
     args = parser.parse_args(argv)
     data = args.output / "data" / "dataset.json"
@@ -93,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         for variant in args.variants:
             folder = args.output / variant.replace(" ", "_").replace("/", "_") / f"seed{seed}"
             start = time.perf_counter()
-            row = run_monai(data, folder, args.minutes, seed) if variant == "plain MONAI" else \
-                run_seg(SEG_VARIANTS[variant], data, folder, args.minutes, seed)
+            row = finished(folder) if args.reuse else None
+            if row is None:
+                row = run_monai(data, folder, args.minutes, seed) if variant == "plain MONAI" else \
+                    run_seg(SEG_VARIANTS[variant], data, folder, args.minutes, seed)
             row["wall_minutes"] = (time.perf_counter() - start) / 60
             results.setdefault(variant, []).append(row)
             print(f"{variant} seed {seed}: " + ", ".join(f"{k} {row[k]:.3f}" for k in COLUMNS), flush=True)
