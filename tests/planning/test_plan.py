@@ -25,7 +25,8 @@ def test_isotropic_dataset_plans_isotropic_3d_without_resampling(tmp_path: Path)
     assert all(k == [3, 3, 3] for k in config["model"]["kernel_sizes"])
     assert all(len(set(s)) == 1 for s in config["model"]["strides"])
     assert config["trainer"]["max_time"] == "00:00:04:00" and config["data"]["steps_per_epoch"] == 250
-    assert config["data"]["sampling"] == "lesions"  # real-like sizes: most lesions are small
+    # real-like sizes, most lesions small: the small-lesion postprocessing, no size cut
+    assert (config["model"]["min_size"], config["model"]["threshold"], config["model"]["peak_threshold"]) == (0, 0.3, 0.9)
 
 
 def test_thick_slices_plan_anisotropic_3d(tmp_path: Path) -> None:
@@ -70,7 +71,7 @@ def test_isles_case_plans_at_its_2mm_grid(isles_case: Path, tmp_path: Path) -> N
     result = plan(root)
     assert result.fingerprint["spacing_ras"]["median"] == pytest.approx([2.0, 2.0, 2.0])
     assert result.fingerprint["lesions_per_case"]["s9"] == 18  # the shared data's README: 18 lesions
-    assert _config(result.to_yaml())["data"]["sampling"] == "lesions"  # 11 of 18 under 10 voxels
+    assert _config(result.to_yaml())["model"]["min_size"] == 0  # 11 of 18 under 10 voxels: no size cut
 
 
 def test_seg_plan_writes_a_config_seg_train_reads(tmp_path: Path, capsys) -> None:
@@ -80,3 +81,14 @@ def test_seg_plan_writes_a_config_seg_train_reads(tmp_path: Path, capsys) -> Non
     text = out.read_text()
     assert "# median spacing per axis" in text or "# median" in text  # every key says why
     assert all("#" in line for line in text.splitlines()[3:] if line.startswith("  "))
+
+
+def test_large_lesions_leave_postprocessing_to_validation(tmp_path: Path) -> None:
+    # radii of 4-6 mm at 1 mm: every lesion is over 250 voxels, so no small-lesion postprocessing is planned
+    dataset = make_dataset(tmp_path / "big", cases=4, test_cases=1, shape=(48, 48, 48), lesion_radius=(4.0, 6.0),
+                           seed=5, progress=False)
+    result = plan(dataset)
+    config = _config(result.to_yaml())
+    assert result.fingerprint["share_under_30_voxels"] == 0.0
+    assert config["model"]["min_size"] == "auto" and config["model"]["threshold"] == "auto"
+    assert "peak_threshold" not in config["model"] and config["data"]["sampling"] == "voxels"
