@@ -1,6 +1,7 @@
 """Planned config vs demo.yaml vs a plain MONAI script, the same minutes each, on datasets unlike the demo's.
 
     python benchmarks/planning.py [--minutes 6] [--datasets clinical isotropic brats] [--output bench_output/planning]
+                                  [--reuse]
 
 Datasets (made or linked into OUTPUT, nothing copied from ../shared/data):
 
@@ -13,6 +14,7 @@ For each: ``configs/demo.yaml``, the config ``seg-plan`` writes for the dataset 
 minutes), and benchmarks/plain_monai.py, each trained for ``--minutes`` (validation included), predicting the test
 cases (seg with its checkpoint's settings, no test-time augmentation for any), evaluated by ``seg.evaluation`` under
 msseg matching. Reports Dice, lesion F1, lesion-wise Dice, FP per volume, steps trained, validation share.
+``--reuse`` reads a run that already finished in OUTPUT instead of training it again (an interrupted benchmark).
 """
 
 from __future__ import annotations
@@ -66,11 +68,22 @@ def run_seg(config: Path, data: Path, folder: Path, minutes: float) -> dict:
     return _row(summary, timing["steps"], timing.get("validation_share"))
 
 
+def finished(folder: Path) -> dict | None:
+    """The row of a run that already finished in ``folder``, else None."""
+    summary, monai, timing = folder / "evaluation" / "summary.json", folder / "run.json", folder / "run" / "step_timing.json"
+    record = monai if monai.is_file() else timing
+    if not (summary.is_file() and record.is_file()):
+        return None
+    rec = json.loads(record.read_text())
+    return _row(json.loads(summary.read_text()), rec["steps"], rec.get("validation_share"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=6.0)
     parser.add_argument("--datasets", nargs="+", default=["clinical", "isotropic", "brats"])
     parser.add_argument("--output", type=Path, default=Path("bench_output/planning"))
+    parser.add_argument("--reuse", action="store_true", help="read runs that already finished in OUTPUT")
     args = parser.parse_args(argv)
     results: dict[str, dict[str, dict]] = {}
     for name in args.datasets:
@@ -83,12 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {}
         for variant in ("demo.yaml", "planned", "plain MONAI"):
             folder = args.output / name / variant.replace(" ", "_").replace(".yaml", "")
-            if variant == "plain MONAI":
+            row = finished(folder) if args.reuse else None
+            if row is None and variant == "plain MONAI":
                 record = train_and_predict(data, folder, minutes=args.minutes, seed=0)
                 summary = evaluate_folders(folder / "predictions", data.parent / "labelsTs", folder / "evaluation",
                                            progress=False)
                 row = _row(summary, record["steps"], record["validation_share"])
-            else:
+            elif row is None:
                 row = run_seg(ROOT / "configs" / "demo.yaml" if variant == "demo.yaml" else planned, data, folder,
                               args.minutes)
             results[name][variant] = row

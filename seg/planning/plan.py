@@ -139,6 +139,8 @@ def plan(dataset: PathLike | DatasetSpec, *, budget_minutes: float = 8.0, device
         result.set("model", "min_size", "auto", "smallest kept component chosen on validation, stored in mm3")
         result.set("model", "threshold", "auto", "foreground threshold chosen on validation")
     result.set("model", "sw_overlap", 0.5, "sliding-window overlap of validation")
+    result.set("data", "dataset", str(dataset) if not isinstance(dataset, DatasetSpec) else str(spec.root),
+               "the dataset planned for (--dataset overrides it)")
     result.set("data", "spatial_dims", dims, "native 2D images" if dims == 2 else
                ("anisotropic 3D" if anisotropic else "3D volumes"))
     result.set("data", "patch_size", topology.patch_size,

@@ -107,10 +107,12 @@ def _stored_dims(spec: DatasetSpec, spatial_dims: int) -> int:
 def build_cli(argv: list[str] | None) -> SegCLI:
     """Parse ``argv`` (``None``: the program's own arguments), check the data and instantiate model, data, trainer."""
     program_argv = sys.argv
-    if argv is not None:  # called from Python (seg-compare, the demo): LightningCLI would warn about sys.argv
-        sys.argv = sys.argv[:1]
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--dataset" in args[:-1]:  # a config without data.dataset (a plan, a user's own) is complete with --dataset
+        args += ["--data.dataset", args[args.index("--dataset") + 1]]
+    sys.argv = sys.argv[:1]  # the arguments go in as args: LightningCLI would warn about a sys.argv beside them
     try:
-        return SegCLI(SegModule, SegDataModule, run=False, args=argv, auto_configure_optimizers=False,
+        return SegCLI(SegModule, SegDataModule, run=False, args=args, auto_configure_optimizers=False,
                       seed_everything_default=0, save_config_kwargs={"overwrite": True},
                       parser_kwargs={"description": "Train a lesion segmenter (seg)."})
     finally:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from seg.cli import plan_main
+from seg.cli import plan_main, train_main
 from seg.data.brats import write_brats_dataset
 from seg.data.synthetic import make_dataset
 from seg.planning.plan import plan
@@ -92,3 +93,15 @@ def test_large_lesions_leave_postprocessing_to_validation(tmp_path: Path) -> Non
     assert result.fingerprint["share_under_30_voxels"] == 0.0
     assert config["model"]["min_size"] == "auto" and config["model"]["threshold"] == "auto"
     assert "peak_threshold" not in config["model"] and config["data"]["sampling"] == "voxels"
+
+
+def test_train_without_config_plans_and_trains(tmp_path: Path, capsys) -> None:
+    # seg-train --dataset D (no --config): the plan is written into the run directory and training reads it
+    dataset = make_dataset(tmp_path / "d", cases=4, test_cases=1, shape=(32, 32, 24), seed=6, progress=False)
+    run = tmp_path / "run"
+    argv = ["--dataset", str(dataset), "--output", str(run), "--max-steps", "3", "--trainer.enable_progress_bar",
+            "false"]
+    assert train_main(argv) == 0
+    assert "planned" in capsys.readouterr().out and (run / "plan.yaml").is_file()
+    assert json.loads((run / "step_timing.json").read_text())["steps"] == 3
+    assert _config((run / "config.yaml").read_text())["data"]["steps_per_epoch"] == 250  # the plan's budget in steps
