@@ -12,6 +12,7 @@ same as with a fixed test set.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,13 @@ def fold_dataset(spec: DatasetSpec, split: dict[str, list[str]], folder: Path) -
         link.symlink_to(label)
     content = {"name": f"{spec.root.name} {folder.name}", "labels": {str(k): v for k, v in spec.labels.items()},
                "modality": {str(i): n for i, n in enumerate(spec.channel_names)},
-               "training": [{"image": [str(Path(p).resolve()) for p in by_name[n].images],
-                             "label": str(Path(by_name[n].label).resolve())} for n in split["train"]],
-               "test": [[str(Path(p).resolve()) for p in by_name[n].images] for n in split["val"]]}
+               "training": [{"image": [_absolute(p) for p in by_name[n].images], "label": _absolute(by_name[n].label)}
+                            for n in split["train"]],
+               "test": [[_absolute(p) for p in by_name[n].images] for n in split["val"]]}
     return write_json(folder / "dataset.json", content)
+
+
+def _absolute(path: str | Path) -> str:
+    """An absolute path that keeps symbolic links: case names come from file names, and linked cases (the BraTS
+    layout of seg.data.brats) all point at files of one name."""
+    return os.path.abspath(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import zlib
 from pathlib import Path
@@ -87,6 +88,28 @@ def test_fold_datasets_hold_their_training_cases_and_linked_test_labels(tmp_path
     assert sorted(c.name for c in fold.cases) == split["train"]
     assert sorted(c.name for c in fold.test_cases) == split["val"]
     assert all(c.label is not None and c.label.is_file() for c in fold.test_cases)
+
+
+def test_fold_datasets_keep_the_names_of_linked_cases(tmp_path: Path, dataset_json: Path) -> None:
+    # the BraTS layout: case files are links named by case, whose targets all have one name (OTMultiClass.nii.gz)
+    spec = load_dataset(dataset_json)
+    root = tmp_path / "linked"
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    for case in [*spec.cases, *spec.test_cases]:
+        if case.label is None:
+            continue
+        folder = tmp_path / "targets" / case.name
+        folder.mkdir(parents=True)
+        shutil.copyfile(case.images[0], folder / "image.nii.gz")  # real files, one name in every folder
+        shutil.copyfile(case.label, folder / "label.nii.gz")
+        (root / "images" / f"{case.name}_0000.nii.gz").symlink_to(folder / "image.nii.gz")
+        (root / "labels" / f"{case.name}.nii.gz").symlink_to(folder / "label.nii.gz")
+    linked = load_dataset(root)
+    names = sorted(c.name for c in linked.cases)
+    split = draw_splits(names, 2)[0]
+    fold = load_dataset(fold_dataset(linked, split, tmp_path / "fold0"))
+    assert sorted(c.name for c in fold.cases) == split["train"]  # not 'label' once per case
 
 
 def test_a_cross_validated_comparison_reports_over_every_labelled_case(tmp_path: Path, dataset_json: Path) -> None:
