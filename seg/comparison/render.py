@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.ticker import MaxNLocator
 
-from seg.comparison.report import METRICS, POOLED_KEYS, REGION_METRIC, collect
+from seg.comparison.report import METRICS, POOLED_KEYS, collect, region_metrics
 from seg.evaluation.outputs import json_ready
 from seg.evaluation.overlays import montage
 from seg.evaluation.plots import (
@@ -82,7 +82,7 @@ def report_markdown(report: Mapping[str, Any], *, title: str = "Loss comparison"
                      f"[{_num(c['low'], m)}, {_num(c['high'], m)}]<br>p {_p(c['pvalue'])} ({_p(c['pvalue_holm'])})"
                      if (c := paired[v].get(m)) else "n/a" for m in metrics]
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    regional = [m for m in (table[shown[0]] if shown else {}) if REGION_METRIC.match(m)]
+    regional = region_metrics(table[shown[0]] if shown else {})
     if regional:
         lines += ["", "## Per region", "", "Mean over test cases of each case's seed-mean value, [95 % bootstrap interval].",
                   "", "| variant | " + " | ".join(m.replace("_", " ") for m in regional) + " |",

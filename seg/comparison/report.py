@@ -28,7 +28,7 @@ import csv
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +64,16 @@ def read_per_case(path: Path) -> dict[str, dict[str, float]]:
         rows = list(csv.DictReader(handle))
     if not rows:
         raise ValueError(f"'{path}' has no cases")
-    regional = [k for k in rows[0] if REGION_METRIC.match(k)]  # <region>_dice ... of a region-wise evaluation
+    regional = region_metrics(rows[0])  # <region>_dice ... of a region-wise evaluation
     return {row["case"]: {k: _float(row[k]) for k in (*METRICS, *regional) if k in row} for row in rows}
 
 
 REGION_METRIC = re.compile(r"^(?P<region>[A-Za-z0-9]+)_(?P<metric>dice|lesion_f1|lesion_wise_dice)$")
+
+
+def region_metrics(keys: Iterable[str]) -> list[str]:
+    """The per-region columns (``WT_dice``, ``ET_lesion_f1`` ...) among ``keys``; ``surface_dice`` is not a region's."""
+    return [k for k in keys if REGION_METRIC.match(k) and k not in METRICS]
 
 
 def seed_mean_per_case(tables: Sequence[Mapping[str, Mapping[str, float]]], where: str

@@ -22,7 +22,14 @@ import pytest
 from scipy import ndimage, stats
 
 from seg.comparison.render import write_report
-from seg.comparison.report import collect, compare_variants, holm, pool_calibration, sensitivity_by_size
+from seg.comparison.report import (
+    collect,
+    compare_variants,
+    holm,
+    pool_calibration,
+    region_metrics,
+    sensitivity_by_size,
+)
 from seg.comparison.runner import load_config, main, run_comparison, train_argv
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "compare"
@@ -261,3 +268,9 @@ def test_quick_comparison_end_to_end(tmp_path: Path) -> None:
     assert set(report["paired"]) == {"focal", "focal_dice"}
     for name in ("metrics_bars", "sensitivity_by_size", "reliability", "training_curves"):
         assert (out / "figures" / f"{name}.png").is_file()
+
+
+def test_region_columns_are_told_from_metrics_that_look_like_them() -> None:
+    # per_case.csv of a region-wise evaluation: WT_dice is a region's; surface_dice (a metric) is not
+    columns = ["case", "dice", "surface_dice", "lesion_f1", "WT_dice", "ET_lesion_f1", "TC_lesion_wise_dice", "hd95"]
+    assert region_metrics(columns) == ["WT_dice", "ET_lesion_f1", "TC_lesion_wise_dice"]
