@@ -68,8 +68,8 @@ def lightning_device(device: str) -> tuple[str, int | list[int] | None]:
 def predict_files(checkpoint: PathLike | Sequence[PathLike] | None, source: PathLike, output: PathLike, *,
                   model: PathLike | None = None, probabilities: bool = False, overwrite: bool = False,
                   tta: bool = False, min_size: int | None = None, min_size_mm3: float | None = None,
-                  threshold: float | None = None, peak_threshold: float | None = None, overlap: float = 0.5, batch_size: int = 4, device: str = "cpu",
-                  devices: int = 1, strategy: str = "auto", num_nodes: int = 1, num_workers: int = 0,
+                  threshold: float | None = None, peak_threshold: float | None = None, overlap: float = 0.5,
+                  batch_size: int = 4, device: str = "cpu", devices: int = 1, strategy: str = "auto", num_nodes: int = 1, num_workers: int = 0,
                   precision: str = "32", progress: bool = True) -> list[str]:
     """Predict every case of ``source`` into ``output``; returns the failure messages (empty: all fine).
 
@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     failures = predict_files(args.checkpoint, args.input, args.output, model=args.model,
                              probabilities=args.probabilities, overwrite=args.overwrite, tta=args.tta,
                              min_size=args.min_size, min_size_mm3=args.min_size_mm3, threshold=args.threshold,
-                             peak_threshold=args.peak_threshold, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-                             devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
+                             peak_threshold=args.peak_threshold, overlap=args.overlap, batch_size=args.batch_size,
+                             device=args.device, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
                              num_workers=args.num_workers, precision=args.precision)
     if failures:
         print(f"{len(failures)} case(s) failed:\n  " + "\n  ".join(failures), file=sys.stderr)

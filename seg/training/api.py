@@ -54,8 +54,6 @@ class SegCLI(LightningCLI):
         """Parse, then fold the daily flags into the config (before LightningCLI seeds and instantiates)."""
         super().parse_arguments(parser, args)
         cfg = self.config
-        if cfg.dataset:
-            cfg.data.dataset = cfg.dataset
         if cfg.max_epochs is not None:
             cfg.trainer.max_epochs = cfg.max_epochs
         if cfg.max_steps is not None:
@@ -108,8 +106,15 @@ def build_cli(argv: list[str] | None) -> SegCLI:
     """Parse ``argv`` (``None``: the program's own arguments), check the data and instantiate model, data, trainer."""
     program_argv = sys.argv
     args = list(sys.argv[1:] if argv is None else argv)
-    if "--dataset" in args[:-1]:  # a config without data.dataset (a plan, a user's own) is complete with --dataset
-        args += ["--data.dataset", args[args.index("--dataset") + 1]]
+    # --dataset is data.dataset, given before parsing: a config without it (a plan, a user's own) is then complete
+    dataset = None
+    for i, arg in enumerate(args):
+        if arg == "--dataset" and i + 1 < len(args):
+            dataset = args[i + 1]
+        elif arg.startswith("--dataset="):
+            dataset = arg.split("=", 1)[1]
+    if dataset is not None:
+        args += ["--data.dataset", dataset]
     sys.argv = sys.argv[:1]  # the arguments go in as args: LightningCLI would warn about a sys.argv beside them
     try:
         return SegCLI(SegModule, SegDataModule, run=False, args=args, auto_configure_optimizers=False,

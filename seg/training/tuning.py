@@ -5,9 +5,8 @@ With ``model.threshold``, ``model.min_size`` and/or ``model.peak_threshold`` set
 checkpoint predicts each validation case once (whole preprocessed volumes, as validation does); every combination of
 the candidate thresholds (foreground where ``1 − p_0 > t``), minimum component sizes and peaks is scored by the pooled
 lesion F1 under the run's lesion matching rule (ties: higher voxel Dice, then the setting closest to no
-postprocessing); the winner
-is written into ``best.ckpt`` and ``last.ckpt`` (their ``InferenceSpec.postprocessing``) and the whole table into
-``RUN/postprocessing.json``. nnU-Net decides its postprocessing on validation folds the same way. The size is
+postprocessing); the winner is written into ``best.ckpt`` and ``last.ckpt`` (their ``InferenceSpec.postprocessing``)
+and the whole table into ``RUN/postprocessing.json``. nnU-Net decides its postprocessing on validation folds the same way. The size is
 stored in mm³ of the validation grid, so inference applies it spacing-aware on every input's own grid.
 """
 
@@ -123,6 +122,5 @@ def tune_postprocessing(run_dir: Path, dataset, *, tune_threshold: bool, tune_mi
     print(f"postprocessing chosen on {len(cases)} validation case(s) ({matching} matching): threshold "
           f"{row['threshold']}, components under {row['min_size_voxels']} voxels "
           f"({result['min_size_mm3']:.3g} mm³) removed, peak threshold {row['peak_threshold']}: validation lesion F1 "
-          f"{row['lesion_f1']:.3f}, "
-          f"Dice {row['dice']:.3f}")
+          f"{row['lesion_f1']:.3f}, Dice {row['dice']:.3f}")
     return chosen

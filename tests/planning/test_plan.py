@@ -105,3 +105,15 @@ def test_train_without_config_plans_and_trains(tmp_path: Path, capsys) -> None:
     assert "planned" in capsys.readouterr().out and (run / "plan.yaml").is_file()
     assert json.loads((run / "step_timing.json").read_text())["steps"] == 3
     assert _config((run / "config.yaml").read_text())["data"]["steps_per_epoch"] == 250  # the plan's budget in steps
+
+
+def test_dataset_flag_completes_a_config_without_one(tmp_path: Path) -> None:
+    # a plan with its data.dataset line removed, and --dataset=D in the equals form: the check runs on D and passes
+    dataset = make_dataset(tmp_path / "d", cases=4, test_cases=1, shape=(32, 32, 24), seed=7, progress=False)
+    config = _config(plan(dataset).to_yaml())
+    del config["data"]["dataset"]
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as stop:
+        train_main(["--config", str(path), f"--dataset={dataset}", "--check-data", "--output", str(tmp_path / "r")])
+    assert stop.value.code == 0
