@@ -74,54 +74,41 @@ def postprocess(probabilities: torch.Tensor, *, activation: str = "softmax", thr
     check_option("activation", activation, ("softmax", "sigmoid"))
     if probabilities.ndim < 3:
         raise ValueError(f"probabilities must have shape (B, K, *spatial), got {tuple(probabilities.shape)}")
-    labels = to_labels(probabilities, activation, threshold)
-    if peak_threshold is not None:
-        labels = remove_unpeaked_components(labels, peaks(probabilities, activation, peak_threshold),
-                                            channels=activation == "sigmoid")
-    return remove_small_components(labels, min_size, channels=activation == "sigmoid")
+    peaked = None if peak_threshold is None else peaks(probabilities, activation, peak_threshold)
+    return filter_components(to_labels(probabilities, activation, threshold), min_size=min_size, peaked=peaked,
+                             channels=activation == "sigmoid")
 
 
-def remove_unpeaked_components(labels: torch.Tensor, peaked: torch.Tensor, *, channels: bool) -> torch.Tensor:
-    """Zero the components of ``labels`` (uint8 ``(B, *spatial)`` or masks ``(B, K, *spatial)``, per value or
-    channel, full connectivity) that hold no ``True`` voxel of ``peaked`` (bool, the same shape)."""
-    array = labels.cpu().numpy()
-    seeds = peaked.cpu().numpy()
-    maps = array.reshape(-1, *array.shape[2:]) if channels else array
-    seed_maps = seeds.reshape(-1, *seeds.shape[2:]) if channels else seeds
-    structure = ndimage.generate_binary_structure(maps.ndim - 1, maps.ndim - 1)
-    for volume, seed in zip(maps, seed_maps, strict=True):
-        for value in np.unique(volume):
-            if value == 0:
-                continue
-            components, n = ndimage.label(volume == value, structure=structure)
-            keep = np.zeros(n + 1, dtype=bool)
-            keep[np.unique(components[seed & (components > 0)])] = True
-            volume[~keep[components] & (components > 0)] = 0
-    return torch.from_numpy(array).to(labels.device)
-
-
-def remove_small_components(labels: torch.Tensor, min_size: int, *, channels: bool) -> torch.Tensor:
-    """Zero components under ``min_size`` voxels in uint8 ``(B, *spatial)`` labels or ``(B, K, *spatial)`` masks.
+def filter_components(labels: torch.Tensor, *, min_size: int = 0, peaked: torch.Tensor | None = None,
+                      channels: bool) -> torch.Tensor:
+    """Zero the components of ``labels`` (uint8 ``(B, *spatial)`` labels or ``(B, K, *spatial)`` masks; per value or
+    channel, full connectivity) that have fewer than ``min_size`` voxels or, with ``peaked`` (bool, the same shape),
+    hold no ``True`` voxel of it (hysteresis). Each value's components are labelled once for both filters.
 
     Written with scipy.ndimage.label + bincount rather than skimage's remove_small_objects, whose size
     keyword changed meaning in 0.26 (min_size "strictly smaller" -> max_size "smaller or equal").
     """
     if min_size < 0:
         raise ValueError(f"min_size must be >= 0, got {min_size}")
-    if min_size <= 1:
+    if min_size <= 1 and peaked is None:
         return labels
     array = labels.cpu().numpy()
     maps = array.reshape(-1, *array.shape[2:]) if channels else array  # one binary or label map per entry
+    seeds = None if peaked is None else peaked.cpu().numpy()
+    seed_maps = None if seeds is None else (seeds.reshape(-1, *seeds.shape[2:]) if channels else seeds)
     structure = ndimage.generate_binary_structure(maps.ndim - 1, maps.ndim - 1)
-    for volume in maps:
+    for i, volume in enumerate(maps):
         for value in np.unique(volume):
             if value == 0:
                 continue
-            components, _ = ndimage.label(volume == value, structure=structure)
-            sizes = np.bincount(components.ravel())
-            small = sizes < min_size
-            small[0] = False
-            volume[small[components]] = 0
+            components, n = ndimage.label(volume == value, structure=structure)
+            drop = np.bincount(components.ravel(), minlength=n + 1) < min_size
+            if seed_maps is not None:
+                unpeaked = np.ones(n + 1, dtype=bool)
+                unpeaked[np.unique(components[seed_maps[i] & (components > 0)])] = False
+                drop |= unpeaked
+            drop[0] = False
+            volume[drop[components]] = 0
     return torch.from_numpy(array).to(labels.device)
 
 

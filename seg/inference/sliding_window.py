@@ -51,7 +51,7 @@ from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.transforms.utils import generate_spatial_bounding_box
 
 from seg.errors import check_option
-from seg.inference.postprocess import peaks, remove_small_components, remove_unpeaked_components, to_labels
+from seg.inference.postprocess import filter_components, peaks, to_labels
 
 Network = Callable[[torch.Tensor], torch.Tensor]
 
@@ -276,10 +276,7 @@ def predict_labels(network: Network, image: torch.Tensor, roi_size: int | Sequen
         if labels is None:
             k = _num_outputs(network, image, roi, device) if activation == "sigmoid" else 1
             labels = _empty_labels(image, k, activation)
-    channels = activation == "sigmoid"
-    if peaked is not None:
-        labels = remove_unpeaked_components(labels, peaked, channels=channels)
-    return remove_small_components(labels, min_size, channels=channels)
+    return filter_components(labels, min_size=min_size, peaked=peaked, channels=activation == "sigmoid")
 
 
 def _empty_labels(image: torch.Tensor, k: int, activation: str) -> torch.Tensor:
