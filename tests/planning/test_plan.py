@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from monai.data.utils import dense_patch_slices
+from monai.inferers.utils import _get_scan_interval
 
 from seg.cli import plan_main, train_main
 from seg.data.brats import write_brats_dataset
 from seg.data.synthetic import make_dataset
-from seg.planning.plan import plan
+from seg.planning.plan import _windows, plan
 
 
 def _config(text: str) -> dict:
@@ -28,6 +30,17 @@ def test_isotropic_dataset_plans_isotropic_3d_without_resampling(tmp_path: Path)
     assert config["trainer"]["max_time"] == "00:00:04:00" and config["data"]["steps_per_epoch"] == 250
     # real-like sizes, most lesions small: the small-lesion postprocessing, no size cut
     assert (config["model"]["min_size"], config["model"]["threshold"], config["model"]["peak_threshold"]) == (0, 0.3, 0.9)
+    assert config["model"]["sw_overlap"] == 0.5  # a 48^3 case is a few windows
+
+
+@pytest.mark.parametrize(("shape", "patch", "overlap"), [((240, 240, 155), (56, 56, 48), 0.5),
+                                                          ((240, 240, 155), (56, 56, 48), 0.25),
+                                                          ((512, 512, 16), (160, 160, 5), 0.5), ((40, 30), (48, 32), 0.5)])
+def test_window_count_is_monais(shape, patch, overlap) -> None:
+    # the plan's window estimate against the windows MONAI's sliding_window_inference actually visits
+    scan = _get_scan_interval(shape, patch, len(shape), [overlap] * len(shape))
+    padded = [max(n, p) for n, p in zip(shape, patch, strict=True)]
+    assert _windows(list(shape), list(patch), overlap) == len(dense_patch_slices(padded, patch, scan))
 
 
 def test_thick_slices_plan_anisotropic_3d(tmp_path: Path) -> None:
@@ -57,6 +70,10 @@ def test_brats_cases_plan_isotropic_zscore(shared_data: Path, tmp_path: Path) ->
     assert config["data"]["normalization"] == "zscore" and config["data"]["target_spacing"] is None
     assert all(len(set(s)) == 1 for s in config["model"]["strides"])
     assert len(result.fingerprint["intensity_foreground"]) == 2  # Flair and T1c
+    # 4 of the 8 components are specks beside 4 tumours (median 31,500 voxels): not a small-lesion dataset, so no
+    # hysteresis (which erased a weak model's tumours); 240 x 240 x 155 takes > 64 windows: validation at 0.25
+    assert result.fingerprint["share_under_30_voxels"] == 0.5 and config["model"]["threshold"] == "auto"
+    assert "peak_threshold" not in config["model"] and config["model"]["sw_overlap"] == 0.25
 
 
 def test_isles_case_plans_at_its_2mm_grid(isles_case: Path, tmp_path: Path) -> None:
