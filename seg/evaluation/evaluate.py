@@ -148,7 +148,7 @@ def evaluate_folders(pred_dir: PathLike, label_dir: PathLike, output_dir: PathLi
             pred_fg = pred > 0 if classes is None else np.isin(pred, classes)
             label_fg = label > 0 if classes is None else np.isin(label, classes)
             draw_overlay(Path(output_dir) / "overlays" / f"{case['case']}.png", overlays[case["case"]], label_fg,
-                         pred_fg, label_affine, case)
+                         pred_fg, label_affine, case, connectivity=connectivity)
         if accumulator is not None:
             prob_path = probability_file(Path(probabilities_dir), label_path)
             prob, prob_affine = foreground_probability(prob_path, label.shape, classes)

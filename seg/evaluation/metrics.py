@@ -233,7 +233,8 @@ def lesion_metrics(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Te
         ``lesion_sensitivity``, ``lesion_precision``, ``lesion_wise_dice``; ``fp_per_volume`` (= fp for one case);
         ``lesion_dice_mean`` (mean per-lesion Dice, NaN without counted GT lesions); ``size_bins`` {bin name:
         {"tp", "fn", "sensitivity"}} (sensitivity NaN for an empty bin); ``lesions``: one dict per counted GT
-        lesion {"size_voxels", "size_mm3", "detected", "dice"}.
+        lesion {"size_voxels", "size_mm3", "detected", "dice"}; ``missed_components``, ``false_positive_components``:
+        their 1-based ids in ``scipy.ndimage.label``'s order under ``connectivity`` (what overlays mark).
     """
     check_lesion_options(matching=matching, iou_threshold=iou_threshold, msseg_alpha=msseg_alpha,
                          msseg_beta=msseg_beta, msseg_gamma=msseg_gamma, dilation=dilation, size_bins=size_bins,
@@ -259,7 +260,9 @@ def lesion_metrics(pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Te
             "tp_pred": tp_pred, **detection_scores(tp, fp, fn, None if matching == "overlap" else tp_pred),
             "lesion_wise_dice": _ratio(dice_tp, tp + fn + fp), "fp_per_volume": float(fp),
             "lesion_dice_mean": float(np.mean([x["dice"] for x in lesions])) if lesions else float("nan"),
-            "size_bins": _size_bins(lesions, size_bins, size_unit), "lesions": lesions}
+            "size_bins": _size_bins(lesions, size_bins, size_unit), "lesions": lesions,
+            "missed_components": [int(i) + 1 for i in np.flatnonzero(counted & ~match.detected)],
+            "false_positive_components": [int(i) + 1 for i in np.flatnonzero(~match.pred_tp & ~match.pred_ignored)]}
 
 
 def aggregate_lesion_metrics(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:

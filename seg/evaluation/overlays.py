@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.image import imread
 from scipy import ndimage
 
+from seg.evaluation.matching import connectivity_structure
 from seg.evaluation.plots import new_figure, save_figure
 from seg.io import read_image
 from seg.types import PathLike
@@ -40,22 +41,28 @@ def _to_display(plane: np.ndarray, r_axis_first: bool, flip_r: bool, flip_a: boo
     return view[::-1, ::-1].T  # (A from top, R reversed: right on the left)
 
 
+def marks(components: np.ndarray, ids: set[int]) -> list[tuple[float, float]]:
+    """(row, column) centres of the components of a displayed slice whose ids are in ``ids`` (those the case's
+    lesion matching called missed or false positive: a found lesion's prediction beyond the truth is not marked)."""
+    return [tuple(np.argwhere(components == c).mean(0)) for c in np.unique(components) if c in ids]
+
+
 def draw_overlay(out_png: PathLike, images: Sequence[PathLike], label: np.ndarray, prediction: np.ndarray,
-                 affine: np.ndarray, case: Mapping[str, Any]) -> Path:
-    """Write the overlay of one case: ``label``/``prediction`` binary ``(*spatial)`` on the grid of ``images``."""
+                 affine: np.ndarray, case: Mapping[str, Any], *, connectivity: int | None = None) -> Path:
+    """Write the overlay of one case: ``label``/``prediction`` binary ``(*spatial)`` on the grid of ``images``;
+    components labelled with the ``connectivity`` the case was evaluated with (None: full)."""
     image = read_image(list(images)).array[0]
     if image.shape != label.shape:
         raise ValueError(f"image '{images[0]}' has shape {image.shape} but its label has {label.shape}")
+    structure = connectivity_structure(label.ndim, connectivity)
+    gt_cc, pred_cc = ndimage.label(label, structure=structure)[0], ndimage.label(prediction, structure=structure)[0]
     if image.ndim == 2:
-        image, label, prediction = image[..., None], label[..., None], prediction[..., None]
+        image, label, prediction, gt_cc, pred_cc = (v[..., None] for v in (image, label, prediction, gt_cc, pred_cc))
         affine = np.eye(4)
     r, a, s, flip_r, flip_a = _display_axes(affine)
     lesion = (label | prediction).sum(axis=tuple(i for i in range(3) if i != s))
     chosen = sorted(np.argsort(lesion)[::-1][:SLICES]) if lesion.any() else [image.shape[s] // 2]
-    structure = np.ones((3, 3, 3), dtype=bool)
-    gt_cc, _ = ndimage.label(label, structure=structure)
-    pred_cc, _ = ndimage.label(prediction, structure=structure)
-    missed = {i + 1 for i, lesion_info in enumerate(case.get("lesions", [])) if not lesion_info["detected"]}
+    missed, false_positives = set(case.get("missed_components", [])), set(case.get("false_positive_components", []))
     fig = new_figure(3.2 * len(chosen), 3.6)
     for k, index in enumerate(chosen):
         take = [slice(None)] * 3
@@ -66,12 +73,9 @@ def draw_overlay(out_png: PathLike, images: Sequence[PathLike], label: np.ndarra
         for mask, colour in ((views[1], "lime"), (views[2], "red")):
             if mask.any():
                 ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=0.8)
-        for component in np.unique(views[3]):
-            if component in missed:
-                y, x = np.argwhere(views[3] == component).mean(0)
-                ax.scatter([x], [y], s=160, facecolors="none", edgecolors="yellow", linewidths=1.2)
-        for component in np.unique(views[4][(views[4] > 0) & (views[3] == 0)]):
-            y, x = np.argwhere(views[4] == component).mean(0)
+        for y, x in marks(views[3], missed):
+            ax.scatter([x], [y], s=160, facecolors="none", edgecolors="yellow", linewidths=1.2)
+        for y, x in marks(views[4], false_positives):
             ax.scatter([x], [y], s=60, marker="x", c="magenta", linewidths=1.2)
         ax.set_title(f"slice {index}", fontsize=8)
         ax.set_axis_off()
