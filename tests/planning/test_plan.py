@@ -71,7 +71,7 @@ def test_brats_cases_plan_isotropic_zscore(shared_data: Path, tmp_path: Path) ->
     assert all(len(set(s)) == 1 for s in config["model"]["strides"])
     assert len(result.fingerprint["intensity_foreground"]) == 2  # Flair and T1c
     # 4 of the 8 components are specks beside 4 tumours (median 31,500 voxels): not a small-lesion dataset, so no
-    # hysteresis (which erased a weak model's tumours); 240 x 240 x 155 takes > 64 windows: validation at 0.25
+    # small-lesion postprocessing; 240 x 240 x 155 takes > 64 windows: validation at 0.25
     assert result.fingerprint["share_under_30_voxels"] == 0.5 and config["model"]["threshold"] == "auto"
     assert "peak_threshold" not in config["model"] and config["model"]["sw_overlap"] == 0.25
 
