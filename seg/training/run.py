@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
@@ -174,12 +175,28 @@ class FlushLogsOnCheckpoint(Callback):
             logger.save()
 
 
+class LatestBestCheckpoint(ModelCheckpoint):
+    """``best.ckpt`` where a tie goes to the later model. Lightning keeps the first of equal scores, so a run whose
+    validation lesion F1 stayed 0 kept its first validation's model (BraTS: step 45 of 327) and predicted with it."""
+
+    def check_monitor_top_k(self, trainer, current=None) -> bool:
+        if current is None or self.save_top_k == -1 or len(self.best_k_models) < self.save_top_k:
+            return current is not None
+        better_or_equal = {"min": torch.le, "max": torch.ge}[self.mode]
+        return trainer.strategy.reduce_boolean_decision(
+            bool(better_or_equal(current, self.best_k_models[self.kth_best_model_path])))
+
+
 def run_callbacks(run_dir: Path, monitor: str = "val/lesion_f1", mode: str = "max", *,
                   progress_bar: bool = True) -> list:
+    """``last.ckpt`` is its own checkpoint callback (no monitor), rewritten at every validation: Lightning 2.6's
+    ``save_last`` writes it only when the monitored checkpoint is saved too, so it went stale with the best."""
     check_option("--monitor-mode", mode, ("max", "min"))
     callbacks = [
-        ModelCheckpoint(dirpath=str(run_dir), filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                        save_last=True, enable_version_counter=False, auto_insert_metric_name=False),
+        LatestBestCheckpoint(dirpath=str(run_dir), filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                             enable_version_counter=False, auto_insert_metric_name=False),
+        ModelCheckpoint(dirpath=str(run_dir), filename="last", monitor=None, save_top_k=1,
+                        enable_version_counter=False, auto_insert_metric_name=False),
         LearningRateMonitor(logging_interval="step"),
         StepTimer(),
         ValidationBudget(),

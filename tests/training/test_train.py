@@ -129,3 +129,13 @@ def test_seed_flag_seeds_everything(tiny_dataset: Path, tmp_path: Path) -> None:
         train_main([*TINY, "--dataset", str(tiny_dataset), "--output", str(tmp_path / "r"), "--seed", "7",
                     "--check-data"])
     assert torch.initial_seed() == 7
+
+
+def test_checkpoints_follow_training_when_the_monitored_score_ties(tiny_dataset: Path, tmp_path: Path) -> None:
+    # val/cases is the same at every validation: best.ckpt must be the latest of the tied models, and last.ckpt the
+    # last validation's (Lightning 2.6 kept the first tie as best and, with save_last, never rewrote last.ckpt)
+    run = tmp_path / "run"
+    assert train_main([*TINY, "--dataset", str(tiny_dataset), "--output", str(run), "--max-epochs", "3",
+                       "--monitor", "val/cases"]) == 0
+    steps = {name: torch.load(run / name, weights_only=True)["global_step"] for name in ("best.ckpt", "last.ckpt")}
+    assert steps == {"best.ckpt": 6, "last.ckpt": 6}  # 3 epochs of limit_train_batches 2
