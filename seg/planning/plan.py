@@ -24,8 +24,9 @@ The rules (nnU-Net's where it has one, :mod:`seg.planning.topology`):
   median lesion is under 100, no size cut, threshold 0.3 and hysteresis at 0.9 (what ``benchmarks/small_lesions.py``
   measured best on real-like lesion sizes; choosing them on a few validation cases was noisier); else the threshold
   and the smallest kept component are chosen on the validation split. The median keeps a few specks beside large
-  lesions from counting as a small-lesion dataset (BraTS: 4 of 8 components under 30 voxels, median 31,500). Patches are centred on lesion voxels (MONAI's positive/negative sampling): the
-  lesion-balanced sampler did not help in that benchmark, so the plan does not switch it on.
+  lesions from counting as a small-lesion dataset (BraTS: 4 of 8 components under 30 voxels, median 31,500).
+  Patches are centred on lesion voxels (MONAI's positive/negative sampling): the lesion-balanced sampler did not
+  help in that benchmark, so the plan does not switch it on.
 - **budget in steps**: an epoch is 250 optimiser steps (nnU-Net's), whatever the number of cases; training stops at
   the budget; validation runs on a time interval and is kept near 10 % of the training time; it slides its windows
   at overlap 0.5, or 0.25 when a median case would need more than 64 windows at 0.5 (MONAI's default overlap; a
