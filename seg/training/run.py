@@ -47,6 +47,7 @@ class RunCSVLogger(CSVLogger):
     be deleted"), so after ``--resume`` the training curves began at the restart. Here the rows logged up to the
     step the run resumes from (``resume_step``, the checkpoint's global step) are read first and written back at
     once; rows after it (logged before the kill, after the checkpoint) are dropped, as those steps run again.
+    Lightning logs an epoch's mean after that epoch's checkpoint, so a kill between the two loses that one row.
     """
 
     def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:

@@ -116,10 +116,12 @@ def test_resume_after_kill_continues_at_the_same_step(tiny_dataset: Path, tmp_pa
     # optimiser and scheduler state carried over: the scheduler counted every step
     assert final["lr_schedulers"][0]["last_epoch"] == final["global_step"]
     assert final["optimizer_states"][0]["state"][0]["step"] == final["global_step"]
-    # the log survived the kill and the resume: every epoch is in metrics.csv, each step once
+    # the log survived the kill and the resume: every epoch is in metrics.csv, each step once. Lightning logs an
+    # epoch's mean loss after that epoch's checkpoint (fit_loop.on_advance_end), so a kill in the milliseconds between
+    # the two loses the checkpoint's own epoch row, and the resumed run starts at the next epoch (CI hit it once)
     rows = _metrics(run)
     epochs = {int(float(r["epoch"])) for r in rows if r.get("train/loss_epoch")}
-    assert epochs == set(range(epoch + 2))
+    assert set(range(epoch)) | {epoch + 1} <= epochs <= set(range(epoch + 2))
     steps = [r["step"] for r in rows if r.get("train/loss_step")]
     assert len(steps) == len(set(steps)) and len(steps) == final["global_step"]
 
