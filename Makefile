@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-REFERENCE := panoptica connected-components-3d pandas plotly narwhals rich ruamel.yaml typer
+REFERENCE := panoptica connected-components-3d pandas plotly narwhals rich ruamel.yaml typer nnunetv2
 
 .PHONY: demo test test-slow lint bench clean
 
@@ -11,8 +11,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,onnx,ray]"
-	# the suite's reference for the iou lesion matching: panoptica's metadata pins numpy<2.3, but its code runs on
-	# the pinned numpy (tests/evaluation/test_matching_iou.py), so it and what it imports come without their pins
+	# the suite's references, without their pins: panoptica for the iou lesion matching (its metadata pins numpy<2.3,
+	# but its code runs on the pinned numpy; tests/evaluation/test_matching_iou.py), and nnunetv2 for the planner's
+	# topology (tests/planning/test_topology.py imports its numpy-only network_topology; its dependencies would pull a
+	# CUDA torchvision through timm)
 	$(PY) -m pip install -q --no-deps -c constraints.txt $(REFERENCE)
 	touch $(STAMP)
 

@@ -1,8 +1,12 @@
-"""nnU-Net's pooling/kernel rule and patch sizing, against hand computations of nnU-Net 2.8.1's algorithm."""
+"""nnU-Net's pooling/kernel rule and patch sizing, against hand computations of nnU-Net 2.8.1's algorithm and its own
+``get_pool_and_conv_props``."""
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
+import pytest
 
 from seg.planning.topology import plan_patch, pool_and_conv
 
@@ -35,3 +39,26 @@ def test_patch_is_isotropic_in_mm_within_the_budget_and_the_image() -> None:
     assert t.strides[1] == [2, 2, 1]  # thick slices: in-plane pooling first
     small = plan_patch([1.0, 1.0, 1.0], [20, 24, 16], 2**17)  # an image smaller than the budget: clipped to it
     assert all(p <= n + d for p, n, d in zip(small.patch_size, [20, 24, 16], small.divisor, strict=True))
+
+
+def test_topology_equals_nnunet_get_pool_and_conv_props() -> None:
+    """The re-implementation against nnU-Net's own function (``make test`` installs nnunetv2 without its deps: the
+    module imports only numpy) over spacings from isotropic to 16x anisotropic, 2D and 3D, odd and even patches."""
+    topology = pytest.importorskip("nnunetv2.experiment_planning.experiment_planners.network_topology")
+    rng = np.random.default_rng(0)
+    cases = [([1.0, 1.0, 1.0], [64, 64, 64]), ([1.0, 1.0, 2.0], [128, 128, 64]), ([0.5, 0.5, 5.0], [128, 128, 12]), ([1.0, 1.0], [100, 70]),
+             ([0.47, 0.47, 8.0], [400, 400, 16]), ([3.0, 0.8, 0.8], [20, 160, 160]), ([2.0, 2.0, 2.0], [5, 7, 9])]
+    for _ in range(200):
+        dim = int(rng.integers(2, 4))
+        spacing = [float(s) for s in np.round(rng.uniform(0.3, 1.0, dim) * rng.choice([1, 1, 2, 5, 16], dim), 3)]
+        cases.append((spacing, [int(n) for n in rng.integers(3, 300, dim)]))
+        exact = [float(s) for s in rng.choice([0.5, 1.0, 2.0, 3.0, 4.0, 8.0], dim)]  # ratios of exactly 2 and 4
+        cases.append((exact, [int(n) for n in rng.integers(3, 300, dim)]))
+    for spacing, patch in cases:
+        pools, strides, kernels, padded, divisor = topology.get_pool_and_conv_props(spacing, patch, 4, 999_999)
+        ours = pool_and_conv(spacing, patch)
+        where = f"spacing {spacing}, patch {patch}"
+        assert ours.strides == [list(s) for s in strides], where
+        assert ours.kernel_sizes == [list(k) for k in kernels], where
+        assert ours.patch_size == [int(p) for p in padded], where
+        assert ours.divisor == [int(d) for d in divisor] == [2**p for p in pools], where
