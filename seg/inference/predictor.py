@@ -11,6 +11,8 @@ their preprocessing, sliding windows on a device, the inverse of the preprocessi
   mask; with it the labels path resamples labels, the probability path probabilities.
 - **Device**: the network and each batch of windows run on ``device``; the image and the output stay on the CPU and
   every finished slab leaves the device at once, so device memory holds windows and slabs, never volumes.
+- **Compiled** (``Settings.compile``): the network is compiled once per process for the window batch
+  (:mod:`seg.inference.compiled`) on its first case, and every later case reuses the graph.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 from seg.data.transforms import Preprocessing, inference_transforms, invert_to_input_space
 from seg.errors import CheckpointError
 from seg.inference.checkpoint import InferenceSpec, load_for_inference
+from seg.inference.compiled import compile_for_windows
 from seg.inference.postprocess import min_voxels, postprocess, region_labels, regions_to_labels
 from seg.inference.sliding_window import predict_labels, predict_volume
 from seg.io import image_shape
@@ -91,6 +94,7 @@ class Settings:
     threshold: float | None = None
     peak_threshold: float | None = None
     dtype: torch.dtype | None = None  # mixed precision of the network (None: float32)
+    compile: bool = False  # torch.compile the network for the window batch (seg.inference.compiled)
 
     def resolved(self, spec: InferenceSpec) -> Settings:
         post = spec.postprocessing
@@ -111,6 +115,7 @@ class CasePredictor:
         self.settings = (settings or Settings()).resolved(spec)
         self.preprocessing = Preprocessing.from_dict(spec.preprocessing)
         self.transforms = inference_transforms(self.preprocessing, with_label=False)
+        self._compiled: tuple[type, nn.Module] | None = None  # (the window network's type, its compiled form)
 
     @classmethod
     def from_checkpoints(cls, checkpoints: Sequence[PathLike], settings: Settings | None = None) -> CasePredictor:
@@ -147,6 +152,10 @@ class CasePredictor:
         volume = image.as_tensor()[None]  # (1, C, *spatial), stays on the CPU
         network, roi = window_network(self.network, self.spec.network.spatial_dims, volume,
                                       self.spec.roi_size or list(image.shape[1:]))
+        if s.compile:  # once per process and window network (a 2D network slides slice-wise over 3D images)
+            if self._compiled is None or self._compiled[0] is not type(network):
+                self._compiled = (type(network), compile_for_windows(network, s.batch_size))
+            network = self._compiled[1]
         activation = self.spec.activation
         options = dict(overlap=s.overlap, batch_size=s.batch_size, tta=s.tta, device=device, dtype=s.dtype,
                        activation=activation)
