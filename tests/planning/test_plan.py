@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from monai.inferers.utils import _get_scan_interval
 from seg.cli import plan_main, train_main
 from seg.data.brats import write_brats_dataset
 from seg.data.synthetic import make_dataset
-from seg.planning.plan import _windows, plan
+from seg.planning.plan import _lowres, _windows, plan
+from seg.planning.topology import plan_patch
 
 
 def _config(text: str) -> dict:
@@ -67,13 +69,32 @@ def test_brats_cases_plan_isotropic_zscore(shared_data: Path, tmp_path: Path) ->
     result = plan(dataset)
     config = _config(result.to_yaml())
     assert result.fingerprint["spacing_ras"]["median"] == [1.0, 1.0, 1.0]
-    assert config["data"]["normalization"] == "zscore" and config["data"]["target_spacing"] is None
+    # a 56 x 56 x 48 patch covers 1.7 % of a 240 x 240 x 155 mm head: nnU-Net's 3d_lowres spacing, 2.5 mm
+    assert config["data"]["normalization"] == "zscore" and config["data"]["target_spacing"] == [2.5, 2.5, 2.5]
+    assert "3d_lowres" in result.sections["data"]["target_spacing"][1]
+    assert config["data"]["class_counts_from"] == "patches"
     assert all(len(set(s)) == 1 for s in config["model"]["strides"])
     assert len(result.fingerprint["intensity_foreground"]) == 2  # Flair and T1c
     # 4 of the 8 components are specks beside 4 tumours (median 31,500 voxels): not a small-lesion dataset, so no
     # small-lesion postprocessing; 240 x 240 x 155 takes > 64 windows: validation at 0.25
     assert result.fingerprint["share_under_30_voxels"] == 0.5 and config["model"]["threshold"] == "auto"
-    assert "peak_threshold" not in config["model"] and config["model"]["sw_overlap"] == 0.25
+    assert "peak_threshold" not in config["model"] and config["model"]["sw_overlap"] == 0.5  # 18 windows at 2.5 mm
+
+
+def test_lowres_spacing_is_the_first_that_reaches_a_quarter_of_the_image() -> None:
+    # nnU-Net's loop: 3 % steps until the patch covers 25 % of the median image; the step before did not
+    shape, budget = [240.0, 240.0, 155.0], 2**17
+    spacing, size, topology = _lowres([1.0, 1.0, 1.0], shape, budget, median_lesion_mm3=31_500)
+    assert math.prod(topology.patch_size) >= 0.25 * math.prod(size)
+    before = [s / 1.03 for s in spacing]
+    previous = plan_patch(before, [n / b for n, b in zip(shape, before, strict=True)], budget)
+    assert math.prod(previous.patch_size) < 0.25 * math.prod(n / b for n, b in zip(shape, before, strict=True))
+    assert size == pytest.approx([n / s for n, s in zip(shape, spacing, strict=True)], rel=1e-3)
+    # a median lesion of 1,000 mm3 must keep 100 voxels: the spacing stops at 10 mm3 per voxel (2.15 mm)
+    spacing, _, _ = _lowres([1.0, 1.0, 1.0], shape, budget, median_lesion_mm3=1_000)
+    assert math.prod(spacing) <= 10.0 and math.prod(s * 1.03 for s in spacing) > 10.0
+    # an image the patch already covers: no low-resolution plan
+    assert _lowres([1.0, 1.0, 1.0], [48.0, 48.0, 48.0], budget, median_lesion_mm3=31_500) is None
 
 
 def test_isles_case_plans_at_its_2mm_grid(isles_case: Path, tmp_path: Path) -> None:
