@@ -11,7 +11,11 @@ variants interleaved, median of ``--repeats``:
 - ``monai-b4``: ``sw_batch_size=4`` under ``torch.inference_mode`` (the tuned MONAI: the reference for speed);
 - ``seg-eager-b4``, ``seg-eager-b8``: ``predict_volume(crop=False)`` (MONAI's window grid), 4 and 8 windows a call;
 - ``seg-cl-b4``: the same with channels-last weights and windows;
-- ``seg-jit-b4``: the network traced and frozen (TorchScript);
+- ``seg-jit-b4``: the network traced (on one window) and frozen (TorchScript); the trace counts in its peak;
+- ``seg-compile-b4``: the network compiled (``seg-infer --compile``: Inductor, frozen weights, fixed batch of 4); the
+  compilation (its first call) runs before the clock and is reported on its own;
+- ``seg-bf16-b4``, ``seg-bf16cl-b4``: ``predict_volume(dtype=torch.bfloat16)`` (autocast; ``seg-infer --precision
+  bf16``), contiguous and channels-last: not equal probabilities, so agreement is reported, not the speed target;
 - ``seg-onnx-b4``, ``seg-onnx-b8``: the network exported to ONNX and run by ONNX Runtime (``seg-export``'s engine);
 - ``infer-labels`` / ``infer-probs``: ``CasePredictor`` end to end (read, preprocess, predict, invert) from a
   checkpoint of that UNet, labels only (the memory-bounded path) and with probabilities.
@@ -39,8 +43,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats
 CASE = SHARED / "brats_2013_pat0001_1"
 ROI = (96, 96, 96)
 FILES = ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz")
-VARIANTS = ("monai-b1", "monai-b4", "seg-eager-b4", "seg-eager-b8", "seg-cl-b4", "seg-jit-b4", "seg-onnx-b4",
-            "seg-onnx-b8", "infer-labels", "infer-probs")
+VARIANTS = ("monai-b1", "monai-b4", "seg-eager-b4", "seg-eager-b8", "seg-cl-b4", "seg-jit-b4", "seg-compile-b4", "seg-bf16-b4",
+            "seg-bf16cl-b4", "seg-onnx-b4", "seg-onnx-b8", "infer-labels", "infer-probs")
 
 
 def network():
@@ -81,6 +85,8 @@ def worker(variant: str, case: Path, threads: int, out: str | None, tmp: Path) -
     torch.set_num_threads(threads)
     net = network()
     image = torch.from_numpy(read_image([case / f for f in FILES]).array)[None]  # (1, 2, 240, 240, 155)
+    # the peak counts from here: a variant's preparation (a trace, an export) is part of what it costs
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if variant.startswith("seg-onnx"):
         from seg.inference.export import OnnxNetwork
 
@@ -92,10 +98,18 @@ def worker(variant: str, case: Path, threads: int, out: str | None, tmp: Path) -
         net = OnnxNetwork(onnx)
     elif variant == "seg-jit-b4":
         with torch.no_grad():
-            net = torch.jit.freeze(torch.jit.trace(net, torch.zeros(4, 2, *ROI)))
-    elif variant == "seg-cl-b4":
+            net = torch.jit.freeze(torch.jit.trace(net, torch.zeros(1, 2, *ROI)))
+    elif variant in ("seg-cl-b4", "seg-bf16cl-b4"):
         net = net.to(memory_format=torch.channels_last_3d)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    compile_seconds = None
+    if variant == "seg-compile-b4":
+        from seg.inference.compiled import compile_for_windows
+
+        net = compile_for_windows(net, 4)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            net(torch.zeros(1, 2, *ROI))
+        compile_seconds = time.perf_counter() - start
     start = time.perf_counter()
     if variant.startswith("monai"):
         batch = int(variant[-1])
@@ -110,13 +124,15 @@ def worker(variant: str, case: Path, threads: int, out: str | None, tmp: Path) -
                                                   probabilities=variant == "infer-probs")
         result = torch.from_numpy(labels)
     else:
-        windows = image.contiguous(memory_format=torch.channels_last_3d) if variant == "seg-cl-b4" else image
-        result = predict_volume(net, windows, ROI, overlap=0.5, batch_size=int(variant[-1]), crop=False)
+        last = variant in ("seg-cl-b4", "seg-bf16cl-b4")
+        windows = image.contiguous(memory_format=torch.channels_last_3d) if last else image
+        result = predict_volume(net, windows, ROI, overlap=0.5, batch_size=int(variant[-1]), crop=False,
+                                dtype=torch.bfloat16 if "bf16" in variant else None)
     seconds = time.perf_counter() - start
     peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     if out:
         np.save(out, result.numpy())
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "compile_seconds": compile_seconds}))
 
 
 def cohort(threads: int, tmp: Path) -> dict[str, float]:
@@ -183,6 +199,10 @@ def main() -> None:
             ratio = f"{tuned / speed[v]:.2f}x" if tuned else "-"
             peak = float(np.median([r["peak_mb"] for r in runs[v]]))
             print(f"{v:<14}{speed[v]:>8.2f}{ratio:>12}{diff:>11}{agree:>14}{peak:>9.0f}")
+        compiles = [r["compile_seconds"] for v in args.variants for r in runs[v] if r.get("compile_seconds")]
+        if compiles:
+            print(f"seg-compile-b4: compilation (first call, before the clock) {np.median(compiles):.1f} s "
+                  f"[{min(compiles):.1f}, {max(compiles):.1f}]")
         for label, rate in rates.items():
             print(f"seg-infer over 8 volumes, {label}: {rate:.2f} cases per minute")
 
