@@ -33,6 +33,7 @@ def test_isotropic_dataset_plans_isotropic_3d_without_resampling(tmp_path: Path)
     # real-like sizes, most lesions small: the small-lesion postprocessing, no size cut
     assert (config["model"]["min_size"], config["model"]["threshold"], config["model"]["peak_threshold"]) == (0, 0.3, 0.9)
     assert config["model"]["sw_overlap"] == 0.5  # a 48^3 case is a few windows
+    assert config["data"]["class_counts_from"] == "volumes"  # small lesions: α over whole volumes
 
 
 @pytest.mark.parametrize(("shape", "patch", "overlap"), [((240, 240, 155), (56, 56, 48), 0.5),
