@@ -18,7 +18,8 @@ variants interleaved, median of ``--repeats``:
   bf16``), contiguous and channels-last: not equal probabilities, so agreement is reported, not the speed target;
 - ``seg-onnx-b4``, ``seg-onnx-b8``: the network exported to ONNX and run by ONNX Runtime (``seg-export``'s engine);
 - ``infer-labels`` / ``infer-probs``: ``CasePredictor`` end to end (read, preprocess, predict, invert) from a
-  checkpoint of that UNet, labels only (the memory-bounded path) and with probabilities.
+  checkpoint of that UNet, labels only (the memory-bounded path) and with probabilities, 4 windows a call (the
+  default); ``infer-labels-b2``, ``infer-labels-b1``: labels only with 2 and 1 windows a call (``--batch-size``).
 
 Probabilities are compared with MONAI's (max |dp| over the volume; argmax agreement). With ``--cohort``, also
 ``seg-infer`` over a folder of 8 volumes (the six cases, two of them twice under other names) with 1 process and with
@@ -44,7 +45,8 @@ CASE = SHARED / "brats_2013_pat0001_1"
 ROI = (96, 96, 96)
 FILES = ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz")
 VARIANTS = ("monai-b1", "monai-b4", "seg-eager-b4", "seg-eager-b8", "seg-cl-b4", "seg-jit-b4", "seg-compile-b4", "seg-bf16-b4",
-            "seg-bf16cl-b4", "seg-onnx-b4", "seg-onnx-b8", "infer-labels", "infer-probs")
+            "seg-bf16cl-b4", "seg-onnx-b4", "seg-onnx-b8", "infer-labels", "infer-labels-b2", "infer-labels-b1",
+            "infer-probs")
 
 
 def network():
@@ -117,9 +119,10 @@ def worker(variant: str, case: Path, threads: int, out: str | None, tmp: Path) -
         with context:
             result = torch.softmax(sliding_window_inference(image, ROI, batch, net, overlap=0.5, mode="gaussian"), 1)
     elif variant.startswith("infer"):
-        from seg.inference.predictor import CasePredictor
+        from seg.inference.predictor import CasePredictor, Settings
 
-        predictor = CasePredictor.from_checkpoints([checkpoint(tmp)])
+        batch = int(variant[-1]) if variant[-2:-1] == "b" else 4
+        predictor = CasePredictor.from_checkpoints([checkpoint(tmp)], Settings(batch_size=batch))
         labels, probabilities = predictor.predict(predictor.preprocess([case / f for f in FILES]),
                                                   probabilities=variant == "infer-probs")
         result = torch.from_numpy(labels)

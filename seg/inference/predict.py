@@ -2,7 +2,7 @@
 
     seg-infer --checkpoint RUN/best.ckpt [B.ckpt ... | RUN_OF_FOLDS/] --input FILE|DIR|dataset.json --output DIR
               [--model EXPORT_DIR] [--device auto|cpu|cuda|cuda:N|mps] [--devices N --strategy ddp --num-nodes M]
-              [--probabilities] [--overwrite] [--tta/--no-tta] [--overlap 0.5] [--batch-size 4]
+              [--probabilities] [--overwrite] [--tta/--no-tta] [--overlap 0.5] [--batch-size 2]
               [--min-size N | --min-size-mm3 V] [--threshold T] [--peak-threshold P] [--precision 32|bf16|16]
               [--num-workers 1] [--compile]
 
@@ -69,7 +69,7 @@ def predict_files(checkpoint: PathLike | Sequence[PathLike] | None, source: Path
                   model: PathLike | None = None, probabilities: bool = False, overwrite: bool = False,
                   tta: bool = False, min_size: int | None = None, min_size_mm3: float | None = None,
                   threshold: float | None = None, peak_threshold: float | None = None, overlap: float = 0.5,
-                  batch_size: int = 4, device: str = "cpu", devices: int = 1, strategy: str = "auto", num_nodes: int = 1, num_workers: int = 0,
+                  batch_size: int = 2, device: str = "cpu", devices: int = 1, strategy: str = "auto", num_nodes: int = 1, num_workers: int = 0,
                   precision: str = "32", compile: bool = False, progress: bool = True) -> list[str]:
     """Predict every case of ``source`` into ``output``; returns the failure messages (empty: all fine).
 
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                         help="average over all axis flips (nnU-Net's mirroring)")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
-    parser.add_argument("--batch-size", type=int, default=4, help="windows per network call")
+    parser.add_argument("--batch-size", type=int, default=2,
+                        help="windows per network call (2: as fast as 4 on a CPU, half the activations)")
     parser.add_argument("--min-size", type=int, default=None, help="remove components under N voxels "
                         "(default: the checkpoint's postprocessing)")
     parser.add_argument("--min-size-mm3", type=float, default=None, help="remove components under V mm^3")

@@ -37,8 +37,8 @@ with the finished slab, its activation and the shift's copy at most ``(3K + 2) x
 batch (``batch_size x (C + K) x prod(roi)`` float32, twice with ``tta``) + the network's activations for
 that batch + the uint8 output (``B x D x H x W``, times K under sigmoid) + one int32 volume when
 ``min_size`` > 1 — never ``K x D x H x W`` floats, which is ``predict_volume``'s output. On CPU the
-network's activations for a batch of 96^3 windows dominate (benchmark: ~460 MB at batch 4 vs MONAI's
-~320 MB at batch 1); ``batch_size=1`` lowers them.
+network's activations for a batch of 96^3 windows dominate (benchmark, ``seg-infer`` end to end: peak ~600 MB at
+4 windows a call, ~350 MB at 2, MONAI ~380 MB at batch 1); ``seg-infer`` calls 2 at a time, as fast as 4 on a CPU.
 """
 
 from __future__ import annotations
