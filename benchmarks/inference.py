@@ -12,8 +12,8 @@ variants interleaved, median of ``--repeats``:
 - ``seg-eager-b4``, ``seg-eager-b8``: ``predict_volume(crop=False)`` (MONAI's window grid), 4 and 8 windows a call;
 - ``seg-cl-b4``: the same with channels-last weights and windows;
 - ``seg-jit-b4``: the network traced (on one window) and frozen (TorchScript); the trace counts in its peak;
-- ``seg-compile-b4``: the network compiled (``seg-infer --compile``: Inductor, frozen weights, fixed batch of 4); the
-  compilation (its first call) runs before the clock and is reported on its own;
+- ``seg-compile-b4``, ``seg-compile-b2``: the network compiled (``seg-infer --compile``: Inductor, frozen weights,
+  fixed batch of 4 or 2); the compilation (its first call) runs before the clock and is reported on its own;
 - ``seg-bf16-b4``, ``seg-bf16cl-b4``: ``predict_volume(dtype=torch.bfloat16)`` (autocast; ``seg-infer --precision
   bf16``), contiguous and channels-last: not equal probabilities, so agreement is reported, not the speed target;
 - ``seg-onnx-b4``, ``seg-onnx-b8``: the network exported to ONNX and run by ONNX Runtime (``seg-export``'s engine);
@@ -44,9 +44,9 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats
 CASE = SHARED / "brats_2013_pat0001_1"
 ROI = (96, 96, 96)
 FILES = ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz")
-VARIANTS = ("monai-b1", "monai-b4", "seg-eager-b4", "seg-eager-b8", "seg-cl-b4", "seg-jit-b4", "seg-compile-b4", "seg-bf16-b4",
-            "seg-bf16cl-b4", "seg-onnx-b4", "seg-onnx-b8", "infer-labels", "infer-labels-b2", "infer-labels-b1",
-            "infer-probs")
+VARIANTS = ("monai-b1", "monai-b4", "seg-eager-b4", "seg-eager-b8", "seg-cl-b4", "seg-jit-b4", "seg-compile-b4",
+            "seg-compile-b2", "seg-bf16-b4", "seg-bf16cl-b4", "seg-onnx-b4", "seg-onnx-b8", "infer-labels",
+            "infer-labels-b2", "infer-labels-b1", "infer-probs")
 
 
 def network():
@@ -104,10 +104,10 @@ def worker(variant: str, case: Path, threads: int, out: str | None, tmp: Path) -
     elif variant in ("seg-cl-b4", "seg-bf16cl-b4"):
         net = net.to(memory_format=torch.channels_last_3d)
     compile_seconds = None
-    if variant == "seg-compile-b4":
+    if variant.startswith("seg-compile"):
         from seg.inference.compiled import compile_for_windows
 
-        net = compile_for_windows(net, 4)
+        net = compile_for_windows(net, int(variant[-1]))
         start = time.perf_counter()
         with torch.inference_mode():
             net(torch.zeros(1, 2, *ROI))
@@ -202,9 +202,9 @@ def main() -> None:
             ratio = f"{tuned / speed[v]:.2f}x" if tuned else "-"
             peak = float(np.median([r["peak_mb"] for r in runs[v]]))
             print(f"{v:<14}{speed[v]:>8.2f}{ratio:>12}{diff:>11}{agree:>14}{peak:>9.0f}")
-        compiles = [r["compile_seconds"] for v in args.variants for r in runs[v] if r.get("compile_seconds")]
-        if compiles:
-            print(f"seg-compile-b4: compilation (first call, before the clock) {np.median(compiles):.1f} s "
+        for v in [v for v in args.variants if v.startswith("seg-compile")]:
+            compiles = [r["compile_seconds"] for r in runs[v]]
+            print(f"{v}: compilation (first call, before the clock) {np.median(compiles):.1f} s "
                   f"[{min(compiles):.1f}, {max(compiles):.1f}]")
         for label, rate in rates.items():
             print(f"seg-infer over 8 volumes, {label}: {rate:.2f} cases per minute")
