@@ -69,7 +69,8 @@ def predict_files(checkpoint: PathLike | Sequence[PathLike] | None, source: Path
                   model: PathLike | None = None, probabilities: bool = False, overwrite: bool = False,
                   tta: bool = False, min_size: int | None = None, min_size_mm3: float | None = None,
                   threshold: float | None = None, peak_threshold: float | None = None, overlap: float = 0.5,
-                  batch_size: int = 2, device: str = "cpu", devices: int = 1, strategy: str = "auto", num_nodes: int = 1, num_workers: int = 0,
+                  batch_size: int = 2, device: str = "cpu", devices: int = 1, strategy: str = "auto",
+                  num_nodes: int = 1, num_workers: int = 0,
                   precision: str = "32", compile: bool = False, progress: bool = True) -> list[str]:
     """Predict every case of ``source`` into ``output``; returns the failure messages (empty: all fine).
 
