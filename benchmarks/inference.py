@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -121,7 +122,7 @@ def worker(variant: str, case: Path, threads: int, out: str | None, tmp: Path) -
     elif variant.startswith("infer"):
         from seg.inference.predictor import CasePredictor, Settings
 
-        batch = int(variant[-1]) if variant[-2:-1] == "b" else 4
+        batch = int(variant.rsplit("-b", 1)[1]) if re.search(r"-b\d+$", variant) else 4  # infer-labels-b2: 2
         predictor = CasePredictor.from_checkpoints([checkpoint(tmp)], Settings(batch_size=batch))
         labels, probabilities = predictor.predict(predictor.preprocess([case / f for f in FILES]),
                                                   probabilities=variant == "infer-probs")

@@ -3,10 +3,9 @@
 Inductor with ``freezing`` folds the weights into the graph as constants, pre-packs them for oneDNN on the CPU and
 fuses each instance norm, activation and residual add into the kernels around the convolutions. Measured with
 ``benchmarks/inference.py`` (MONAI UNet 16-128, windows of 96^3, 2 threads): the forward of 4 windows 1.15-1.45x
-faster than eager, a whole BraTS volume 1.11x faster than MONAI's tuned call, at equal outputs (max |Δlogit|
-~1e-5). Compiling costs seconds to tens of seconds once per
-process (Inductor caches its kernels on disk, so later processes compile faster), so it pays over a cohort, not for
-one small volume.
+faster than eager, a whole BraTS volume 1.03-1.11x faster than MONAI's tuned call (between runs), at equal outputs
+(max |Δlogit| ~1e-5). Compiling costs seconds to tens of seconds once per process (Inductor caches its kernels on
+disk, so later processes compile faster), so it pays over a cohort, not for one small volume.
 
 A compiled graph is specialised to its input shape. Every window has the ROI's shape, but the last batch of a
 volume is usually partial; :class:`FixedBatch` pads it with zero windows up to the batch size and drops their
