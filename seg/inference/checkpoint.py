@@ -38,8 +38,8 @@ class InferenceSpec:
         label_names: {"0": "background", ...}.
         activation: ``"softmax"`` (one class per voxel) or ``"sigmoid"`` (independent channels).
         loss, gamma, alpha, alpha_method, class_counts: how the network was trained (α as used, per class).
-        postprocessing: ``{"min_size": voxels, "min_size_mm3", "threshold", "peak_threshold"}``, the defaults of
-            ``seg-infer`` (absent keys: off).
+        postprocessing: ``{"min_size": voxels, "min_size_mm3", "threshold", "peak_threshold", "keep_largest"}``, the
+            defaults of ``seg-infer`` (absent keys: off).
         regions: with ``activation="sigmoid"``, the label regions of the outputs ({name: labels}), written back as a
             label map by :func:`seg.inference.postprocess.regions_to_labels`; None: softmax over the classes.
         version: :data:`SPEC_VERSION` of the writer.

@@ -1,6 +1,8 @@
 """Labels from predicted probabilities: argmax or threshold, then removal of connected components that are too small
 or never confident (hysteresis: a component is kept only if its peak foreground probability exceeds
-``peak_threshold``, as ``skimage.filters.apply_hysteresis_threshold(p, threshold, peak_threshold)`` keeps them).
+``peak_threshold``, as ``skimage.filters.apply_hysteresis_threshold(p, threshold, peak_threshold)`` keeps them),
+and optionally of every foreground component but the largest (nnU-Net's "remove all but the largest component",
+for data with one lesion per case, e.g. a glioma; chosen on validation by :mod:`seg.training.tuning`).
 
 :func:`seg.inference.sliding_window.predict_labels` does the same slab by slab; :func:`postprocess` works on the whole
 ``(B, K, *spatial)`` probabilities of :func:`seg.inference.sliding_window.predict_volume` (validation, ``seg-infer``).
@@ -56,7 +58,7 @@ def peaks(probabilities: torch.Tensor, activation: str, peak_threshold: float) -
 
 
 def postprocess(probabilities: torch.Tensor, *, activation: str = "softmax", threshold: float | None = None,
-                min_size: int = 0, peak_threshold: float | None = None) -> torch.Tensor:
+                min_size: int = 0, peak_threshold: float | None = None, keep_largest: bool = False) -> torch.Tensor:
     """Labels from probabilities, optionally without small connected components.
 
     Args:
@@ -67,6 +69,9 @@ def postprocess(probabilities: torch.Tensor, *, activation: str = "softmax", thr
             In mm³: ``min_size=min_voxels(0, mm3, spacing)``.
         peak_threshold: components (of the same connectivity, per class or channel) without a voxel whose
             foreground probability exceeds it are removed; None keeps them all.
+        keep_largest: then only the largest connected component of the foreground survives (softmax: all classes
+            >= 1 together, so a tumour keeps its sub-regions; sigmoid: per channel), as nnU-Net's
+            ``remove_all_but_largest_component``.
 
     Returns:
         uint8 ``(B, *spatial)`` under softmax, ``(B, K, *spatial)`` under sigmoid.
@@ -76,21 +81,23 @@ def postprocess(probabilities: torch.Tensor, *, activation: str = "softmax", thr
         raise ValueError(f"probabilities must have shape (B, K, *spatial), got {tuple(probabilities.shape)}")
     peaked = None if peak_threshold is None else peaks(probabilities, activation, peak_threshold)
     return filter_components(to_labels(probabilities, activation, threshold), min_size=min_size, peaked=peaked,
-                             channels=activation == "sigmoid")
+                             channels=activation == "sigmoid", keep_largest=keep_largest)
 
 
 def filter_components(labels: torch.Tensor, *, min_size: int = 0, peaked: torch.Tensor | None = None,
-                      channels: bool) -> torch.Tensor:
+                      channels: bool, keep_largest: bool = False) -> torch.Tensor:
     """Zero the components of ``labels`` (uint8 ``(B, *spatial)`` labels or ``(B, K, *spatial)`` masks; per value or
     channel, full connectivity) that have fewer than ``min_size`` voxels or, with ``peaked`` (bool, the same shape),
-    hold no ``True`` voxel of it (hysteresis). Each value's components are labelled once for both filters.
+    hold no ``True`` voxel of it (hysteresis). Each value's components are labelled once for both filters. Then, with
+    ``keep_largest``, all but the largest component of what is left of each map's foreground (every value >= 1
+    together; ties: the first in scan order).
 
     Written with scipy.ndimage.label + bincount rather than skimage's remove_small_objects, whose size
     keyword changed meaning in 0.26 (min_size "strictly smaller" -> max_size "smaller or equal").
     """
     if min_size < 0:
         raise ValueError(f"min_size must be >= 0, got {min_size}")
-    if min_size <= 1 and peaked is None:
+    if min_size <= 1 and peaked is None and not keep_largest:
         return labels
     array = labels.cpu().numpy()
     maps = array.reshape(-1, *array.shape[2:]) if channels else array  # one binary or label map per entry
@@ -109,6 +116,12 @@ def filter_components(labels: torch.Tensor, *, min_size: int = 0, peaked: torch.
                 drop |= unpeaked
             drop[0] = False
             volume[drop[components]] = 0
+        if keep_largest:
+            components, n = ndimage.label(volume > 0, structure=structure)
+            if n > 1:
+                sizes = np.bincount(components.ravel(), minlength=n + 1)
+                sizes[0] = 0
+                volume[(components > 0) & (components != sizes.argmax())] = 0
     return torch.from_numpy(array).to(labels.device)
 
 

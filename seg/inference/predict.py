@@ -68,8 +68,9 @@ def lightning_device(device: str) -> tuple[str, int | list[int] | None]:
 def predict_files(checkpoint: PathLike | Sequence[PathLike] | None, source: PathLike, output: PathLike, *,
                   model: PathLike | None = None, probabilities: bool = False, overwrite: bool = False,
                   tta: bool = False, min_size: int | None = None, min_size_mm3: float | None = None,
-                  threshold: float | None = None, peak_threshold: float | None = None, overlap: float = 0.5,
-                  batch_size: int = Settings.batch_size, device: str = "cpu", devices: int = 1,
+                  threshold: float | None = None, peak_threshold: float | None = None,
+                  keep_largest: bool | None = None, overlap: float = 0.5, batch_size: int = Settings.batch_size,
+                  device: str = "cpu", devices: int = 1,
                   strategy: str = "auto", num_nodes: int = 1, num_workers: int = 0,
                   precision: str = "32", compile: bool = False, progress: bool = True) -> list[str]:
     """Predict every case of ``source`` into ``output``; returns the failure messages (empty: all fine).
@@ -84,7 +85,8 @@ def predict_files(checkpoint: PathLike | Sequence[PathLike] | None, source: Path
     if compile and model is not None:
         raise ValueError("--compile compiles a checkpoint's network; an export (--model) is already compiled")
     settings = Settings(overlap=overlap, batch_size=batch_size, tta=tta, min_size=min_size, min_size_mm3=min_size_mm3,
-                        threshold=threshold, peak_threshold=peak_threshold, compile=compile)
+                        threshold=threshold, peak_threshold=peak_threshold, keep_largest=keep_largest,
+                        compile=compile)
     if model is not None:
         network, spec = load_export(model)
     else:
@@ -126,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=None, help="foreground where 1 - p(background) > T")
     parser.add_argument("--peak-threshold", type=float, default=None, help="keep only components with a voxel "
                         "above P (hysteresis; 0 keeps all; default: the checkpoint's postprocessing)")
+    parser.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep only the largest foreground component (default: the checkpoint's postprocessing)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (auto: CUDA if present)")
     parser.add_argument("--devices", type=int, default=1, help="devices (processes) per node, with --strategy ddp")
     parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp for several devices")
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     failures = predict_files(args.checkpoint, args.input, args.output, model=args.model,
                              probabilities=args.probabilities, overwrite=args.overwrite, tta=args.tta,
                              min_size=args.min_size, min_size_mm3=args.min_size_mm3, threshold=args.threshold,
-                             peak_threshold=args.peak_threshold, overlap=args.overlap, batch_size=args.batch_size,
+                             peak_threshold=args.peak_threshold, keep_largest=args.keep_largest,
+                             overlap=args.overlap, batch_size=args.batch_size,
                              device=args.device, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
                              num_workers=args.num_workers, precision=args.precision, compile=args.compile)
     if failures:

@@ -93,6 +93,7 @@ class Settings:
     min_size_mm3: float | None = None
     threshold: float | None = None
     peak_threshold: float | None = None
+    keep_largest: bool | None = None  # only the largest foreground component (nnU-Net's postprocessing)
     dtype: torch.dtype | None = None  # mixed precision of the network (None: float32)
     compile: bool = False  # torch.compile the network for the window batch (seg.inference.compiled)
 
@@ -104,7 +105,9 @@ class Settings:
                            "min_size_mm3": self.min_size_mm3 if given_size else post.get("min_size_mm3"),
                            "threshold": self.threshold if self.threshold is not None else post.get("threshold"),
                            "peak_threshold": self.peak_threshold if self.peak_threshold is not None
-                           else post.get("peak_threshold")})
+                           else post.get("peak_threshold"),
+                           "keep_largest": self.keep_largest if self.keep_largest is not None
+                           else bool(post.get("keep_largest", False))})
 
 
 class CasePredictor:
@@ -162,7 +165,7 @@ class CasePredictor:
         if not probabilities:
             size = min_voxels(s.min_size, s.min_size_mm3, _spacing(image))
             labels = predict_labels(network, volume, roi, threshold=s.threshold, min_size=size,
-                                    peak_threshold=s.peak_threshold, **options)
+                                    peak_threshold=s.peak_threshold, keep_largest=s.keep_largest, **options)
             labels = self._as_label_map(labels)[0]  # (*spatial) uint8
             restored = invert_to_input_space(MetaTensor(labels[None].float()), image, self.transforms, nearest=True)
             return restored.as_tensor()[0].round().to(torch.uint8).numpy(), None
@@ -173,7 +176,7 @@ class CasePredictor:
             restored[0] = (1.0 - restored[1:].sum(0)).clamp(0.0, 1.0)  # outside the cropped box the inverse pads 0s
         size = min_voxels(s.min_size, s.min_size_mm3, _spacing(inverted))
         labels = postprocess(restored[None], activation=activation, threshold=s.threshold, min_size=size,
-                             peak_threshold=s.peak_threshold)
+                             peak_threshold=s.peak_threshold, keep_largest=s.keep_largest)
         return self._as_label_map(labels)[0].numpy().astype(np.uint8), restored.numpy().astype(np.float32)
 
     def _as_label_map(self, labels: torch.Tensor) -> torch.Tensor:

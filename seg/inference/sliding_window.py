@@ -241,8 +241,8 @@ def _background(image: torch.Tensor, k: int, activation: str | None) -> torch.Te
 def predict_labels(network: Network, image: torch.Tensor, roi_size: int | Sequence[int], *,
                    overlap: float = 0.5, blend: str = "gaussian", batch_size: int = 4, tta: bool = False,
                    activation: str = "softmax", crop: bool = True, threshold: float | None = None,
-                   min_size: int = 0, peak_threshold: float | None = None, device: torch.device | str | None = None,
-                   dtype: torch.dtype | None = None) -> torch.Tensor:
+                   min_size: int = 0, peak_threshold: float | None = None, keep_largest: bool = False,
+                   device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Labels of whole volumes, never holding ``K x volume`` probabilities (bound in the module docstring).
 
     Equals ``postprocess(predict_volume(...), ...)`` with the same options.
@@ -254,6 +254,7 @@ def predict_labels(network: Network, image: torch.Tensor, roi_size: int | Sequen
         min_size: connected components with fewer voxels are removed (full connectivity, per class).
         peak_threshold: components without a voxel above it are removed (a bool map of the confident voxels is kept
             beside the labels: one more byte per voxel).
+        keep_largest: only the largest foreground component is kept (:func:`seg.inference.postprocess.postprocess`).
 
     Returns:
         uint8 ``(B, *spatial)`` class indices under softmax; ``(B, K, *spatial)`` 0/1 under sigmoid.
@@ -276,7 +277,8 @@ def predict_labels(network: Network, image: torch.Tensor, roi_size: int | Sequen
         if labels is None:
             k = _num_outputs(network, image, roi, device) if activation == "sigmoid" else 1
             labels = _empty_labels(image, k, activation)
-    return filter_components(labels, min_size=min_size, peaked=peaked, channels=activation == "sigmoid")
+    return filter_components(labels, min_size=min_size, peaked=peaked, channels=activation == "sigmoid",
+                             keep_largest=keep_largest)
 
 
 def _empty_labels(image: torch.Tensor, k: int, activation: str) -> torch.Tensor:

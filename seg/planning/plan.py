@@ -34,8 +34,9 @@ The rules (nnU-Net's where it has one, :mod:`seg.planning.topology`):
   z-score inside the non-zero region (nnU-Net's mapping).
 - **postprocessing from the lesions**: when at least 30 % of the training lesions are under 30 voxels and the
   median lesion is under 100, no size cut, threshold 0.3 and hysteresis at 0.9 (what ``benchmarks/small_lesions.py``
-  measured best on real-like lesion sizes; choosing them on a few validation cases was noisier); else the threshold
-  and the smallest kept component are chosen on the validation split. The median keeps a few specks beside large
+  measured best on real-like lesion sizes; choosing them on a few validation cases was noisier); else the threshold,
+  the smallest kept component and whether only the largest component is kept (nnU-Net's postprocessing, for one
+  tumour per case) are chosen on the validation split. The median keeps a few specks beside large
   lesions from counting as a small-lesion dataset (BraTS: 4 of 8 components under 30 voxels, median 31,500).
   Patches are centred on lesion voxels (MONAI's positive/negative sampling): the lesion-balanced sampler did not
   help in that benchmark, so the plan does not switch it on.
@@ -194,6 +195,7 @@ def plan(dataset: PathLike | DatasetSpec, *, budget_minutes: float = 8.0, device
     else:
         result.set("model", "min_size", "auto", "smallest kept component chosen on validation, stored in mm3")
         result.set("model", "threshold", "auto", "foreground threshold chosen on validation")
+        result.set("model", "keep_largest", "auto", "only the largest component kept if validation says so (nnU-Net)")
     windows = _windows(shape, topology.patch_size, 0.5)
     result.set("model", "sw_overlap", 0.5 if windows <= VAL_WINDOWS else 0.25,
                f"validation's sliding-window overlap: a median case takes {windows} windows at 0.5"

@@ -68,6 +68,8 @@ class SegModule(pl.LightningModule):
             validation split with ``min_size``.
         peak_threshold: hysteresis: components with no voxel of ``1 − p_0 > peak_threshold`` are removed (None: off);
             ``"auto"``: chosen on the validation split with the others.
+        keep_largest: keep only the largest foreground component (nnU-Net's "remove all but the largest
+            component", for one lesion per case); ``"auto"``: chosen on the validation split with the others.
         lesion_matching: the lesion matching rule of validation and of the ``auto`` choices
             (``msseg``, ``iou`` or ``overlap``; :mod:`seg.evaluation.matching`).
         regions: linked from the data module: overlapping label regions, one sigmoid output each (focal, Dice and
@@ -105,6 +107,7 @@ class SegModule(pl.LightningModule):
         min_size_mm3: float | None = None,
         threshold: float | str | None = None,
         peak_threshold: float | str | None = None,
+        keep_largest: bool | str = False,
         lesion_matching: str = "msseg",
         regions: dict[str, list[int]] | None = None,
     ) -> None:
@@ -115,9 +118,11 @@ class SegModule(pl.LightningModule):
         if alpha == "auto":  # resolved from the training split's class counts in setup()
             check_option("alpha_method", alpha_method, METHODS)
         check_option("lesion_matching", lesion_matching, MATCHING_RULES)
-        for name, value in (("min_size", min_size), ("threshold", threshold), ("peak_threshold", peak_threshold)):
+        for name, value in (("min_size", min_size), ("threshold", threshold), ("peak_threshold", peak_threshold),
+                            ("keep_largest", keep_largest)):
             if isinstance(value, str) and value != "auto":
-                raise ValueError(f"{name} must be a number or 'auto', got {value!r}")
+                raise ValueError(f"{name} must be {'true, false' if name == 'keep_largest' else 'a number'} or "
+                                 f"'auto', got {value!r}")
         self.save_hyperparameters()
         self.network_config = NetworkConfig(
             name=network, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes,
@@ -127,9 +132,9 @@ class SegModule(pl.LightningModule):
         )
         self.network = build_network(self.network_config)
         self.activation = "sigmoid" if regions else "softmax"
-        if regions and "auto" in (min_size, threshold, peak_threshold):
-            raise ValueError("min_size/threshold/peak_threshold 'auto' are chosen for softmax outputs only; give "
-                             "numbers with regions")
+        if regions and "auto" in (min_size, threshold, peak_threshold, keep_largest):
+            raise ValueError("min_size/threshold/peak_threshold/keep_largest 'auto' are chosen for softmax outputs "
+                             "only; give values with regions")
         if regions and blob_weight > 0:
             raise ValueError("blob_weight works on label maps (softmax), not on region channels")
         self.alpha_values: list[float] | None = None if alpha == "auto" else resolve_alpha(
@@ -199,9 +204,10 @@ class SegModule(pl.LightningModule):
     def postprocessing(self) -> dict:
         """The fixed postprocessing (``"auto"`` settings count as off until :mod:`seg.training.tuning` chose them)."""
         hp = self.hparams
-        threshold, peak = hp.get("threshold"), hp.get("peak_threshold")
+        threshold, peak, largest = hp.get("threshold"), hp.get("peak_threshold"), hp.get("keep_largest", False)
         return {"min_size": 0 if hp.min_size == "auto" else int(hp.min_size), "min_size_mm3": hp.get("min_size_mm3"),
-                "threshold": None if threshold == "auto" else threshold, "peak_threshold": None if peak == "auto" else peak}
+                "threshold": None if threshold == "auto" else threshold, "peak_threshold": None if peak == "auto" else peak,
+                "keep_largest": largest is True}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["seg"] = self.inference_spec().to_dict()
@@ -243,12 +249,14 @@ class SegModule(pl.LightningModule):
         size = min_voxels(post["min_size"], post["min_size_mm3"], spacing)
         if self.activation == "sigmoid":  # region masks (B, R, *spatial), compared with the region channels
             prediction = postprocess(torch.sigmoid(logits), activation="sigmoid", threshold=post["threshold"],
-                                     min_size=size, peak_threshold=post["peak_threshold"])
+                                     min_size=size, peak_threshold=post["peak_threshold"],
+                                     keep_largest=post["keep_largest"])
             self._tally.update(prediction, label, [int(i) for i in batch["index"]] if "index" in batch else [batch_idx])
             return
-        prediction = logits.argmax(1) if size <= 1 and post["threshold"] is None and post["peak_threshold"] is None \
-            else postprocess(torch.softmax(logits, 1), threshold=post["threshold"], min_size=size,
-                             peak_threshold=post["peak_threshold"])
+        plain = size <= 1 and post["threshold"] is None and post["peak_threshold"] is None and not post["keep_largest"]
+        prediction = logits.argmax(1) if plain else postprocess(
+            torch.softmax(logits, 1), threshold=post["threshold"], min_size=size, peak_threshold=post["peak_threshold"],
+            keep_largest=post["keep_largest"])
         indices = [int(i) for i in batch["index"]] if "index" in batch else [batch_idx]
         self._tally.update(prediction, label[:, 0].long(), indices)
 

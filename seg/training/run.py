@@ -132,18 +132,20 @@ class StepTimer(Callback):
 
 
 def _tune_if_asked(model: pl.LightningModule, datamodule: pl.LightningDataModule, run_dir: Path) -> None:
-    """``threshold`` / ``min_size`` / ``peak_threshold: auto``: choose them on the validation split
+    """``threshold`` / ``min_size`` / ``peak_threshold`` / ``keep_largest: auto``: choose them on the validation split
     (:mod:`seg.training.tuning`)."""
     hp = model.hparams
     auto_threshold, auto_size = hp.get("threshold") == "auto", hp.get("min_size") == "auto"
-    auto_peak = hp.get("peak_threshold") == "auto"
-    if not (auto_threshold or auto_size or auto_peak) or getattr(datamodule, "val_dataset", None) is None:
+    auto_peak, auto_largest = hp.get("peak_threshold") == "auto", hp.get("keep_largest") == "auto"
+    if not (auto_threshold or auto_size or auto_peak or auto_largest) \
+            or getattr(datamodule, "val_dataset", None) is None:
         return
     post = model.postprocessing()
     tune_postprocessing(run_dir, datamodule.val_dataset, tune_threshold=auto_threshold, tune_min_size=auto_size,
                         matching=hp.get("lesion_matching", "msseg"), overlap=hp.sw_overlap,
                         batch_size=hp.sw_batch_size, fixed_threshold=post["threshold"],
-                        fixed_min_size=post["min_size"], tune_peak=auto_peak, fixed_peak=post["peak_threshold"])
+                        fixed_min_size=post["min_size"], tune_peak=auto_peak, fixed_peak=post["peak_threshold"],
+                        tune_largest=auto_largest, fixed_largest=post["keep_largest"])
 
 
 class ValidationBudget(Callback):

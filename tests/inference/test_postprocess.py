@@ -1,10 +1,12 @@
-"""Hysteresis postprocessing (``peak_threshold``) against scikit-image's labelling and region maxima."""
+"""Hysteresis postprocessing (``peak_threshold``) against scikit-image's labelling and region maxima; keep-largest
+against MONAI's ``KeepLargestConnectedComponent``."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from monai.transforms import KeepLargestConnectedComponent
 from scipy import ndimage
 from skimage.measure import label as sk_label
 from skimage.measure import regionprops
@@ -71,3 +73,38 @@ def test_predict_labels_with_a_peak_equals_postprocessed_probabilities(spatial_d
             removed += int(postprocess(probabilities, activation=activation, threshold=low, min_size=2).sum()
                            - expected.sum())
         assert removed > 0  # some cut removed components
+
+
+@pytest.mark.parametrize("shape", [(24, 20, 16), (40, 36)])
+def test_keep_largest_equals_monais_keep_largest_connected_component(shape) -> None:
+    rng = np.random.default_rng(1)
+    smooth = torch.from_numpy(ndimage.gaussian_filter(rng.random((3, *shape)), 1.2)).float()
+    smooth[0] += 0.02  # mostly background
+    probabilities = torch.softmax(12 * smooth, 0)[None]  # (1, 3, *spatial): blobs of classes 1 and 2 on background
+    labels = postprocess(probabilities)[0]
+    assert len(np.unique(sk_label(labels.numpy() > 0, connectivity=len(shape)))) > 10  # many foreground components
+    got = postprocess(probabilities, keep_largest=True)[0]
+    # MONAI, all foreground classes as one (independent=False), full connectivity, as nnU-Net's foreground step
+    expected = KeepLargestConnectedComponent(applied_labels=[1, 2], is_onehot=False, independent=False,
+                                             connectivity=len(shape))(labels[None].clone())[0]
+    assert torch.equal(got, expected.to(torch.uint8)) and 0 < int(got.bool().sum()) < int(labels.bool().sum())
+    # sigmoid: each channel on its own, as MONAI's one-hot independent mode
+    masks = (smooth[:2][None] > smooth[:2].mean()).float()
+    got = postprocess(masks, activation="sigmoid", threshold=0.5, keep_largest=True)[0]
+    expected = KeepLargestConnectedComponent(applied_labels=[0, 1], is_onehot=True, independent=True,
+                                             connectivity=len(shape))(masks[0])
+    assert torch.equal(got, expected.to(torch.uint8))
+
+
+def test_predict_labels_keeping_the_largest_equals_postprocessed_probabilities() -> None:
+    net = conv_net(3, out_channels=2)
+    image = with_air(torch.randn(1, 2, 23, 19, 15), (slice(2, 21), slice(2, 17), slice(2, 13)))
+    probabilities = predict_volume(net, image, (8, 8, 8), batch_size=3)
+    several = 0
+    for q in (0.7, 0.9, 0.97, 0.99):
+        low = float(torch.quantile(probabilities[:, 1].flatten(), q))
+        labels = predict_labels(net, image, (8, 8, 8), batch_size=3, threshold=low, min_size=2, keep_largest=True)
+        assert torch.equal(labels, postprocess(probabilities, threshold=low, min_size=2, keep_largest=True))
+        assert sk_label(labels[0].numpy() > 0, connectivity=3).max() == 1
+        several += sk_label(postprocess(probabilities, threshold=low, min_size=2)[0].numpy() > 0, connectivity=3).max() > 1
+    assert several > 0  # some threshold left several components to choose from

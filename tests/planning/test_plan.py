@@ -32,6 +32,7 @@ def test_isotropic_dataset_plans_isotropic_3d_without_resampling(tmp_path: Path)
     assert config["trainer"]["max_time"] == "00:00:04:00" and config["data"]["steps_per_epoch"] == 250
     # real-like sizes, most lesions small: the small-lesion postprocessing, no size cut
     assert (config["model"]["min_size"], config["model"]["threshold"], config["model"]["peak_threshold"]) == (0, 0.3, 0.9)
+    assert "keep_largest" not in config["model"]  # many lesions a case: never only the largest
     assert config["model"]["sw_overlap"] == 0.5  # a 48^3 case is a few windows
     assert config["data"]["class_counts_from"] == "volumes"  # small lesions: α over whole volumes
 
@@ -131,6 +132,7 @@ def test_large_lesions_leave_postprocessing_to_validation(tmp_path: Path) -> Non
     config = _config(result.to_yaml())
     assert result.fingerprint["share_under_30_voxels"] == 0.0
     assert config["model"]["min_size"] == "auto" and config["model"]["threshold"] == "auto"
+    assert config["model"]["keep_largest"] == "auto"  # large lesions: nnU-Net's keep-largest, if validation says so
     assert "peak_threshold" not in config["model"] and config["data"]["sampling"] == "voxels"
 
 

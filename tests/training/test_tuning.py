@@ -55,6 +55,27 @@ def test_peak_threshold_is_chosen_when_it_removes_the_unconfident_false_positive
     assert len(result["table"]) == 2 * 2 * 3
 
 
+def test_keep_largest_is_chosen_for_one_tumour_and_not_for_many_lesions() -> None:
+    # one tumour with confident false positives of 64 voxels, larger than every size cut
+    probability = np.full((40, 40, 40), 0.02, dtype=np.float32)
+    label = np.zeros((40, 40, 40), dtype=bool)
+    label[5:20, 5:20, 5:20] = True
+    probability[5:20, 5:20, 5:20] = 0.9
+    probability[30:34, 30:34, 30:34] = 0.9  # 64 voxels each, apart from the tumour and each other
+    probability[30:34, 5:9, 30:34] = 0.9
+    result = tune([(probability, label, 1.0)], thresholds=(0.5,), min_sizes=MIN_SIZES, largest=(False, True))
+    chosen = result["chosen"]
+    assert result["keep_largest"] is True and chosen["lesion_f1"] == 1.0 and chosen["fp"] == 0
+    by_setting = {(r["min_size_voxels"], r["keep_largest"]): r for r in result["table"]}
+    assert by_setting[(max(MIN_SIZES), False)]["fp"] == 2  # hand count: no size cut reaches 64 voxels
+    assert chosen["min_size_voxels"] == 0  # keep-largest alone does it: the smallest size cut wins the tie
+    # three lesions (the first case): keeping one loses two, so it is not chosen
+    result = tune([_case()], thresholds=(0.4,), min_sizes=(0, 3), largest=(False, True))
+    assert result["keep_largest"] is False and result["chosen"]["lesion_f1"] == 1.0
+    lost = {(r["min_size_voxels"], r["keep_largest"]): r for r in result["table"]}[(3, True)]
+    assert (lost["tp"], lost["fn"], lost["fp"]) == (1, 2, 0)
+
+
 def test_tuning_needs_validation_cases() -> None:
     with pytest.raises(ValueError, match="at least one validation case"):
         tune([])
@@ -63,19 +84,24 @@ def test_tuning_needs_validation_cases() -> None:
 def test_auto_postprocessing_is_tuned_stored_and_used_at_inference(tiny_dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     argv = [*TINY, "--dataset", str(tiny_dataset), "--output", str(run), "--max-epochs", "1",
-            "--model.threshold", "auto", "--model.min_size", "auto", "--model.peak_threshold", "auto"]
+            "--model.threshold", "auto", "--model.min_size", "auto", "--model.peak_threshold", "auto",
+            "--model.keep_largest", "auto"]
     assert train_main(argv) == 0
     record = json.loads((run / TUNING_FILE).read_text())
-    assert len(record["table"]) == len(THRESHOLDS) * len(MIN_SIZES) * len(PEAKS) and record["validation_cases"] == 2
+    assert len(record["table"]) == len(THRESHOLDS) * len(MIN_SIZES) * len(PEAKS) * 2 and record["validation_cases"] == 2
     best = max(r["lesion_f1"] for r in record["table"])
     assert record["chosen"]["lesion_f1"] == best  # the winner is the table's best
     spec = torch.load(run / "best.ckpt", weights_only=True)["seg"]["postprocessing"]
     assert spec["threshold"] == record["threshold"] and spec["tuned_on_validation"] is True
     assert spec["peak_threshold"] == (record["peak_threshold"] or None)
     assert spec["min_size_mm3"] == pytest.approx(record["min_size_mm3"])
+    assert spec["keep_largest"] is record["keep_largest"]
     # seg-infer takes the stored settings unless told otherwise
     predictor = CasePredictor.from_checkpoints([run / "best.ckpt"])
     assert (predictor.settings.threshold, predictor.settings.peak_threshold) == (spec["threshold"],
                                                                                  spec["peak_threshold"])
-    told = CasePredictor.from_checkpoints([run / "best.ckpt"], Settings(threshold=0.5, peak_threshold=0.0))
+    assert predictor.settings.keep_largest is spec["keep_largest"]
+    told = CasePredictor.from_checkpoints([run / "best.ckpt"], Settings(threshold=0.5, peak_threshold=0.0,
+                                                                        keep_largest=not spec["keep_largest"]))
     assert (told.settings.threshold, told.settings.peak_threshold) == (0.5, 0.0)
+    assert told.settings.keep_largest is not spec["keep_largest"]
