@@ -1,7 +1,7 @@
 """Planned config vs demo.yaml vs a plain MONAI script, the same minutes each, on datasets unlike the demo's.
 
     python benchmarks/planning.py [--minutes 6] [--datasets clinical isotropic brats] [--output bench_output/planning]
-                                  [--reuse]
+                                  [--seeds 0 1] [--reuse]
 
 Datasets (made or linked into OUTPUT, nothing copied from ../shared/data):
 
@@ -13,7 +13,9 @@ Datasets (made or linked into OUTPUT, nothing copied from ../shared/data):
 For each: ``configs/demo.yaml``, the config ``seg-plan`` writes for the dataset (``--budget-minutes`` = the same
 minutes), and benchmarks/plain_monai.py, each trained for ``--minutes`` (validation included), predicting the test
 cases (seg with its checkpoint's settings, no test-time augmentation for any), evaluated by ``seg.evaluation`` under
-msseg matching. Reports Dice, lesion F1, lesion-wise Dice, FP per volume, steps trained, validation share.
+msseg matching. Reports Dice, lesion F1, lesion-wise Dice, FP per volume, steps trained, validation share; with
+several ``--seeds`` each config is trained once per seed (seed 0 in ``OUTPUT/NAME/CONFIG``, seed s in
+``OUTPUT/NAME/CONFIG_seed<s>``) and the table gives the mean with every seed's value beside it.
 ``--reuse`` reads a run that already finished in OUTPUT instead of training it again (an interrupted benchmark).
 """
 
@@ -57,15 +59,24 @@ def _row(summary: dict, steps: int, validation_share: float | None) -> dict:
             "fp_per_volume": summary["fp_per_volume"], "steps": steps, "validation_share": validation_share}
 
 
-def run_seg(config: Path, data: Path, folder: Path, minutes: float) -> dict:
+def run_seg(config: Path, data: Path, folder: Path, minutes: float, seed: int = 0) -> dict:
     run = folder / "run"
     train(["--config", str(config), "--dataset", str(data), "--output", str(run), "--max-minutes", str(minutes),
-           "--trainer.enable_progress_bar", "false"])
+           "--seed", str(seed), "--trainer.enable_progress_bar", "false"])
     timing = json.loads((run / "step_timing.json").read_text())
     checkpoint = run / "best.ckpt" if (run / "best.ckpt").is_file() else run / "last.ckpt"
     predict_files(checkpoint, data, folder / "predictions", overwrite=True)
     summary = evaluate_folders(folder / "predictions", data.parent / "labelsTs", folder / "evaluation", progress=False)
     return _row(summary, timing["steps"], timing.get("validation_share"))
+
+
+def mean_row(rows: list[dict]) -> dict:
+    """The mean of each figure over seeds (validation share: over the seeds that report one)."""
+    out = {key: float(sum(r[key] for r in rows) / len(rows))
+           for key in ("dice", "lesion_f1", "lesion_wise_dice", "fp_per_volume", "steps")}
+    shares = [r["validation_share"] for r in rows if r["validation_share"] is not None]
+    out["validation_share"] = sum(shares) / len(shares) if shares else None
+    return out
 
 
 def finished(folder: Path) -> dict | None:
@@ -83,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=6.0)
     parser.add_argument("--datasets", nargs="+", default=["clinical", "isotropic", "brats"])
     parser.add_argument("--output", type=Path, default=Path("bench_output/planning"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one training run per seed and config")
     parser.add_argument("--reuse", action="store_true", help="read runs that already finished in OUTPUT")
     args = parser.parse_args(argv)
     results: dict[str, dict[str, dict]] = {}
@@ -95,27 +107,35 @@ def main(argv: list[str] | None = None) -> int:
         write_text(planned, plan(data, budget_minutes=args.minutes).to_yaml())
         results[name] = {}
         for variant in ("demo.yaml", "planned", "plain MONAI"):
-            folder = args.output / name / variant.replace(" ", "_").replace(".yaml", "")
-            row = finished(folder) if args.reuse else None
-            if row is None and variant == "plain MONAI":
-                record = train_and_predict(data, folder, minutes=args.minutes, seed=0)
-                summary = evaluate_folders(folder / "predictions", data.parent / "labelsTs", folder / "evaluation",
-                                           progress=False)
-                row = _row(summary, record["steps"], record["validation_share"])
-            elif row is None:
-                row = run_seg(ROOT / "configs" / "demo.yaml" if variant == "demo.yaml" else planned, data, folder,
-                              args.minutes)
-            results[name][variant] = row
-            print(f"{name} / {variant}: " + json.dumps({k: round(v, 3) if isinstance(v, float) else v
-                                                        for k, v in row.items()}), flush=True)
-    lines = [f"{args.minutes:g} min of training each, msseg matching", "",
+            seeds = []
+            for seed in args.seeds:
+                folder = args.output / name / (variant.replace(" ", "_").replace(".yaml", "")
+                                               + (f"_seed{seed}" if seed else ""))
+                row = finished(folder) if args.reuse else None
+                if row is None and variant == "plain MONAI":
+                    record = train_and_predict(data, folder, minutes=args.minutes, seed=seed)
+                    summary = evaluate_folders(folder / "predictions", data.parent / "labelsTs", folder / "evaluation",
+                                               progress=False)
+                    row = _row(summary, record["steps"], record["validation_share"])
+                elif row is None:
+                    row = run_seg(ROOT / "configs" / "demo.yaml" if variant == "demo.yaml" else planned, data, folder,
+                                  args.minutes, seed)
+                seeds.append(row)
+                print(f"{name} / {variant} / seed {seed}: " + json.dumps({k: round(v, 3) if isinstance(v, float)
+                                                                          else v for k, v in row.items()}), flush=True)
+            results[name][variant] = {"seeds": seeds, **mean_row(seeds)}
+    lines = [f"{args.minutes:g} min of training each, msseg matching, mean over seeds {args.seeds} "
+             "(each seed's value in brackets)", "",
              "| dataset | config | Dice | lesion F1 | lesion-wise Dice | FP / volume | steps | validation share |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, rows in results.items():
         for variant, r in rows.items():
             share = "n/a" if r["validation_share"] is None else f"{100 * r['validation_share']:.0f} %"
-            lines.append(f"| {name} | {variant} | {r['dice']:.3f} | {r['lesion_f1']:.3f} | {r['lesion_wise_dice']:.3f} | "
-                         f"{r['fp_per_volume']:.1f} | {r['steps']} | {share} |")
+            cells = [f"{r[key]:{form}}" + (" [" + ", ".join(f"{s[key]:{form}}" for s in r["seeds"]) + "]"
+                                           if len(r["seeds"]) > 1 else "")
+                     for key, form in (("dice", ".3f"), ("lesion_f1", ".3f"), ("lesion_wise_dice", ".3f"),
+                                       ("fp_per_volume", ".1f"))]
+            lines.append(f"| {name} | {variant} | {' | '.join(cells)} | {r['steps']:.0f} | {share} |")
     text = "\n".join(lines)
     print("\n" + text)
     write_text(args.output / "results.md", text + "\n")
