@@ -10,7 +10,7 @@ REFERENCE := panoptica connected-components-3d pandas plotly narwhals rich ruame
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,onnx,ray]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,onnx,openvino,ray]"
 	# the suite's references, without their pins: panoptica for the iou lesion matching (its metadata pins numpy<2.3,
 	# but its code runs on the pinned numpy; tests/evaluation/test_matching_iou.py), and nnunetv2 for the planner's
 	# topology (tests/planning/test_topology.py imports its numpy-only network_topology; its dependencies would pull a

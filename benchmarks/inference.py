@@ -17,6 +17,8 @@ variants interleaved, median of ``--repeats``:
 - ``seg-bf16-b4``, ``seg-bf16cl-b4``: ``predict_volume(dtype=torch.bfloat16)`` (autocast; ``seg-infer --precision
   bf16``), contiguous and channels-last: not equal probabilities, so agreement is reported, not the speed target;
 - ``seg-onnx-b4``, ``seg-onnx-b8``: the network exported to ONNX and run by ONNX Runtime (``seg-export``'s engine);
+- ``seg-openvino-b4``, ``seg-openvino-b2``: the network as OpenVINO IR, compiled at float32 (``seg-infer --model
+  --engine openvino``); the compilation runs before the clock and is reported on its own;
 - ``infer-labels`` / ``infer-probs``: ``CasePredictor`` end to end (read, preprocess, predict, invert) from a
   checkpoint of that UNet, labels only (the memory-bounded path) and with probabilities, 4 windows a call (the
   default); ``infer-labels-b2``, ``infer-labels-b1``: labels only with 2 and 1 windows a call (``--batch-size``).
@@ -46,7 +48,8 @@ CASE = SHARED / "brats_2013_pat0001_1"
 ROI = (96, 96, 96)
 FILES = ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz")
 VARIANTS = ("monai-b1", "monai-b4", "seg-eager-b4", "seg-eager-b8", "seg-cl-b4", "seg-jit-b4", "seg-compile-b4",
-            "seg-compile-b2", "seg-bf16-b4", "seg-bf16cl-b4", "seg-onnx-b4", "seg-onnx-b8", "infer-labels",
+            "seg-compile-b2", "seg-bf16-b4", "seg-bf16cl-b4", "seg-onnx-b4", "seg-onnx-b8", "seg-openvino-b4",
+            "seg-openvino-b2", "infer-labels",
             "infer-labels-b2", "infer-labels-b1", "infer-probs")
 
 
@@ -90,21 +93,21 @@ def worker(variant: str, case: Path, threads: int, out: str | None, tmp: Path) -
     image = torch.from_numpy(read_image([case / f for f in FILES]).array)[None]  # (1, 2, 240, 240, 155)
     # the peak counts from here: a variant's preparation (a trace, an export) is part of what it costs
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if variant.startswith("seg-onnx"):
-        from seg.inference.export import OnnxNetwork
+    compile_seconds = None
+    if variant.startswith(("seg-onnx", "seg-openvino")):
+        from seg.inference.export import OnnxNetwork, OpenVinoNetwork, export_onnx, export_openvino
 
-        onnx = tmp / "unet.onnx"
+        onnx = tmp / ("unet.onnx" if variant.startswith("seg-onnx") else "unet.xml")  # as seg-export writes them
         if not onnx.is_file():
-            torch.onnx.export(net, (torch.zeros(1, 2, *ROI),), str(onnx), dynamo=False, opset_version=17,
-                              input_names=["windows"], output_names=["logits"],
-                              dynamic_axes={"windows": {0: "n"}, "logits": {0: "n"}})
-        net = OnnxNetwork(onnx)
+            (export_onnx if variant.startswith("seg-onnx") else export_openvino)(net, torch.zeros(1, 2, *ROI), onnx)
+        start = time.perf_counter()
+        net = (OnnxNetwork if variant.startswith("seg-onnx") else OpenVinoNetwork)(onnx)
+        compile_seconds = time.perf_counter() - start
     elif variant == "seg-jit-b4":
         with torch.no_grad():
             net = torch.jit.freeze(torch.jit.trace(net, torch.zeros(1, 2, *ROI)))
     elif variant in ("seg-cl-b4", "seg-bf16cl-b4"):
         net = net.to(memory_format=torch.channels_last_3d)
-    compile_seconds = None
     if variant.startswith("seg-compile"):
         from seg.inference.compiled import compile_for_windows
 
@@ -203,9 +206,9 @@ def main() -> None:
             ratio = f"{tuned / speed[v]:.2f}x" if tuned else "-"
             peak = float(np.median([r["peak_mb"] for r in runs[v]]))
             print(f"{v:<14}{speed[v]:>8.2f}{ratio:>12}{diff:>11}{agree:>14}{peak:>9.0f}")
-        for v in [v for v in args.variants if v.startswith("seg-compile")]:
+        for v in [v for v in args.variants if v.startswith(("seg-compile", "seg-openvino"))]:
             compiles = [r["compile_seconds"] for r in runs[v]]
-            print(f"{v}: compilation (first call, before the clock) {np.median(compiles):.1f} s "
+            print(f"{v}: compilation (before the clock) {np.median(compiles):.1f} s "
                   f"[{min(compiles):.1f}, {max(compiles):.1f}]")
         for label, rate in rates.items():
             print(f"seg-infer over 8 volumes, {label}: {rate:.2f} cases per minute")

@@ -3,16 +3,32 @@
     seg-export --checkpoint RUN/best.ckpt [B.ckpt ...] --output model/
 
 writes ``model/network.pt`` (TorchScript, traced on one window of the training ROI and frozen), ``model/network.onnx``
-(ONNX opset 17, batch of windows dynamic, where the network exports and the ``onnx`` package is installed) and
-``model/spec.json`` (the :class:`~seg.inference.checkpoint.InferenceSpec`: preprocessing, labels, postprocessing;
-no weights). ``seg-infer --model model/`` predicts from it without Lightning or the training code: through ONNX
-Runtime when it and ``network.onnx`` are there, else through TorchScript. Several checkpoints export their ensemble.
+(ONNX opset 17, batch of windows dynamic, where the network exports and the ``onnx`` package is installed),
+``model/network.xml`` + ``.bin`` (OpenVINO IR, float32, where ``openvino`` is installed) and ``model/spec.json``
+(the :class:`~seg.inference.checkpoint.InferenceSpec`: preprocessing, labels, postprocessing; no weights).
+``seg-infer --model model/`` predicts from it without Lightning or the training code: ``--engine auto`` takes ONNX
+Runtime (``seg[onnx]``), else OpenVINO (``seg[openvino]``), else TorchScript. Several checkpoints export their
+ensemble.
+
+Instance norms go into ``network.onnx`` as explicit means, one axis at a time: ONNX Runtime's
+``InstanceNormalization`` sums a whole 96^3 window at once, and a near-constant channel (a background window)
+magnifies that rounding into probabilities 2e-4 away from torch's; axis by axis they agree within ~2e-6
+(``_exportable``; tested).
+
+OpenVINO runs at float32 (``INFERENCE_PRECISION_HINT f32``: no silent bf16 on CPUs that have it) from the IR, which
+keeps the fused instance norms (the explicit means cost it speed and gain it no accuracy): its convolutions sum in
+another order than torch's, and the norms magnify it, so its probabilities differ from torch's by ~1e-3 (argmax
+agreement 99.99 % on a BraTS volume, ``benchmarks/inference.py``): faster, not equal, so auto takes it only when ONNX
+Runtime is absent.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +41,68 @@ from seg.inference.checkpoint import InferenceSpec
 from seg.inference.predictor import load_models
 from seg.types import PathLike
 
-SPEC_FILE, TORCHSCRIPT_FILE, ONNX_FILE = "spec.json", "network.pt", "network.onnx"
+SPEC_FILE, TORCHSCRIPT_FILE, ONNX_FILE, OPENVINO_FILE = "spec.json", "network.pt", "network.onnx", "network.xml"
 
 
 def _example(spec: InferenceSpec) -> torch.Tensor:
     """One window ``(1, C, *roi)`` of the training patch (2D networks take 2D windows)."""
     roi = spec.roi_size or [32] * spec.network.spatial_dims
     return torch.randn(1, spec.network.in_channels, *roi[: spec.network.spatial_dims])
+
+
+class _InstanceNorm(nn.Module):
+    """``nn.InstanceNorm{1,2,3}d`` (instance statistics) as means taken one axis at a time, for an accurate export."""
+
+    def __init__(self, norm: nn.modules.instancenorm._InstanceNorm) -> None:
+        super().__init__()
+        self.eps, self.weight, self.bias = norm.eps, norm.weight, norm.bias
+
+    @staticmethod
+    def _mean(x: torch.Tensor) -> torch.Tensor:
+        for axis in range(x.dim() - 1, 1, -1):
+            x = x.mean(axis, keepdim=True)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - self._mean(x)
+        y = centred * torch.rsqrt(self._mean(centred * centred) + self.eps)
+        if self.weight is None:
+            return y
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return y * self.weight.view(shape) + self.bias.view(shape)
+
+
+def _exportable(network: nn.Module) -> nn.Module:
+    """A copy of ``network`` whose instance norms (those that normalise by instance statistics) are ``_InstanceNorm``."""
+    network = copy.deepcopy(network)
+    for module in list(network.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, nn.modules.instancenorm._InstanceNorm) and not child.track_running_stats:
+                setattr(module, name, _InstanceNorm(child))
+    return network
+
+
+def export_onnx(network: nn.Module, example: torch.Tensor, path: PathLike, *, exact_norms: bool = True) -> None:
+    """``network`` as ONNX (opset 17, the batch of windows dynamic, instance norms ``_exportable`` unless not
+    ``exact_norms``), atomically."""
+    with atomic_path(path) as tmp, torch.no_grad():
+        torch.onnx.export(_exportable(network) if exact_norms else network, (example,), str(tmp), dynamo=False, opset_version=17,
+                          input_names=["windows"], output_names=["logits"],
+                          dynamic_axes={"windows": {0: "n"}, "logits": {0: "n"}})
+
+
+def export_openvino(network: nn.Module, example: torch.Tensor, path: PathLike) -> None:
+    """``network`` as OpenVINO IR (``path`` .xml beside its .bin, float32 weights), converted from a plain ONNX export
+    (OpenVINO fuses its instance norms; the exact ones would only slow it). The .xml is renamed into place last."""
+    import openvino  # optional dependency (seg[openvino]): only here
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".openvino-") as name:
+        export_onnx(network, example, Path(name) / "network.onnx", exact_norms=False)
+        openvino.save_model(openvino.convert_model(str(Path(name) / "network.onnx")), str(Path(name) / path.name),
+                            compress_to_fp16=False)
+        os.replace(Path(name) / path.with_suffix(".bin").name, path.with_suffix(".bin"))
+        os.replace(Path(name) / path.name, path)
 
 
 def export_model(checkpoints: list[PathLike], output: PathLike) -> dict[str, str]:
@@ -46,13 +117,15 @@ def export_model(checkpoints: list[PathLike], output: PathLike) -> dict[str, str
             torch.jit.save(traced, str(tmp))
         written["torchscript"] = TORCHSCRIPT_FILE
         try:
-            with atomic_path(output / ONNX_FILE) as tmp:
-                torch.onnx.export(network, (example,), str(tmp), dynamo=False, opset_version=17,
-                                  input_names=["windows"], output_names=["logits"],
-                                  dynamic_axes={"windows": {0: "n"}, "logits": {0: "n"}})
+            export_onnx(network, example, output / ONNX_FILE)
             written["onnx"] = ONNX_FILE
         except (ImportError, ModuleNotFoundError, RuntimeError) as error:  # no onnx package, or an op that won't go
             print(f"ONNX export skipped: {type(error).__name__}: {error}")
+        try:
+            export_openvino(network, example, output / OPENVINO_FILE)
+            written["openvino"] = OPENVINO_FILE
+        except (ImportError, ModuleNotFoundError, RuntimeError) as error:  # no openvino package
+            print(f"OpenVINO export skipped: {type(error).__name__}: {error}")
     write_json(output / SPEC_FILE, {**spec.to_dict(), "exported": written})
     return written
 
@@ -73,8 +146,28 @@ class OnnxNetwork(nn.Module):
         return torch.from_numpy(np.asarray(logits)).to(x.device)
 
 
+class OpenVinoNetwork(nn.Module):
+    """An OpenVINO IR (.xml) or ONNX file compiled for the CPU (float32, torch's thread count): windows -> logits."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        import openvino  # optional dependency (seg[openvino]): only here
+
+        self.compiled = openvino.Core().compile_model(str(path), "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY"})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.compiled(x.detach().cpu().float().contiguous().numpy())[0]
+        return torch.from_numpy(np.asarray(logits)).to(x.device)
+
+
+ENGINES = {"onnx": OnnxNetwork, "openvino": OpenVinoNetwork}  # the ONNX engines, in auto's order
+
+
 def load_export(folder: PathLike, *, engine: str = "auto") -> tuple[nn.Module, InferenceSpec]:
-    """The exported network (ONNX Runtime if ``engine`` is auto/onnx and available, else TorchScript) and its spec."""
+    """The exported network and its spec: ``engine`` auto takes the first installed of ONNX Runtime and OpenVINO
+    (when the export holds ONNX), else TorchScript; ``openvino``, ``onnx`` or ``torchscript`` asks for one."""
     folder = Path(folder)
     spec_path = folder / SPEC_FILE
     if not spec_path.is_file():
@@ -82,14 +175,19 @@ def load_export(folder: PathLike, *, engine: str = "auto") -> tuple[nn.Module, I
     record = json.loads(spec_path.read_text())
     exported = record.pop("exported", {})
     spec = InferenceSpec.from_dict(record, spec_path)
-    if engine in ("auto", "onnx") and "onnx" in exported:
-        try:
-            return OnnxNetwork(folder / exported["onnx"]).eval(), spec
-        except ImportError:
-            if engine == "onnx":
-                raise
+    files = {"onnx": exported.get("onnx"), "openvino": exported.get("openvino", exported.get("onnx"))}
+    if engine != "torchscript":
+        for name, runtime in ENGINES.items():
+            if engine in ("auto", name) and files[name]:
+                try:
+                    return runtime(folder / files[name]).eval(), spec
+                except ImportError:
+                    if engine == name:
+                        raise
+        if engine in ENGINES:
+            raise CheckpointError(f"'{folder}' holds no network for engine {engine!r}")
     if "torchscript" not in exported:
-        raise CheckpointError(f"'{folder}' holds no TorchScript network and ONNX Runtime is not installed")
+        raise CheckpointError(f"'{folder}' holds no TorchScript network and no ONNX engine is installed")
     return torch.jit.load(str(folder / exported["torchscript"]), map_location="cpu").eval(), spec
 
 

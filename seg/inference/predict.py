@@ -1,7 +1,7 @@
 """``seg-infer``: NIfTI volumes in, NIfTI masks out in exactly each input's space, on the user's devices.
 
     seg-infer --checkpoint RUN/best.ckpt [B.ckpt ... | RUN_OF_FOLDS/] --input FILE|DIR|dataset.json --output DIR
-              [--model EXPORT_DIR] [--device auto|cpu|cuda|cuda:N|mps] [--devices N --strategy ddp --num-nodes M]
+              [--model EXPORT_DIR [--engine auto|openvino|onnx|torchscript]] [--device auto|cpu|cuda|cuda:N|mps] [--devices N --strategy ddp --num-nodes M]
               [--probabilities] [--overwrite] [--tta/--no-tta] [--overlap 0.5] [--batch-size 2]
               [--min-size N | --min-size-mm3 V] [--threshold T] [--peak-threshold P] [--precision 32|bf16|16]
               [--num-workers 1] [--compile]
@@ -66,7 +66,7 @@ def lightning_device(device: str) -> tuple[str, int | list[int] | None]:
 
 
 def predict_files(checkpoint: PathLike | Sequence[PathLike] | None, source: PathLike, output: PathLike, *,
-                  model: PathLike | None = None, probabilities: bool = False, overwrite: bool = False,
+                  model: PathLike | None = None, engine: str = "auto", probabilities: bool = False, overwrite: bool = False,
                   tta: bool = False, min_size: int | None = None, min_size_mm3: float | None = None,
                   threshold: float | None = None, peak_threshold: float | None = None,
                   keep_largest: bool | None = None, overlap: float = 0.5, batch_size: int = Settings.batch_size,
@@ -88,7 +88,7 @@ def predict_files(checkpoint: PathLike | Sequence[PathLike] | None, source: Path
                         threshold=threshold, peak_threshold=peak_threshold, keep_largest=keep_largest,
                         compile=compile)
     if model is not None:
-        network, spec = load_export(model)
+        network, spec = load_export(model, engine=engine)
     else:
         paths = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
         network, spec = load_models(paths)
@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seg-infer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", nargs="+", type=Path, help="RUN/best.ckpt, several (ensemble) or run folders")
     parser.add_argument("--model", type=Path, help="an export folder of seg-export (instead of --checkpoint)")
+    parser.add_argument("--engine", default="auto", choices=("auto", "openvino", "onnx", "torchscript"),
+                        help="runtime of an export (auto: ONNX Runtime, else OpenVINO, else TorchScript)")
     parser.add_argument("--input", required=True, type=Path, help="NIfTI file, folder, or dataset.json")
     parser.add_argument("--output", required=True, type=Path, help="output folder")
     parser.add_argument("--probabilities", action="store_true", help="also write float probability maps")
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network once per process (faster "
                         "windows at equal outputs; the compilation pays over several cases)")
     args = parser.parse_args(argv)
-    failures = predict_files(args.checkpoint, args.input, args.output, model=args.model,
+    failures = predict_files(args.checkpoint, args.input, args.output, model=args.model, engine=args.engine,
                              probabilities=args.probabilities, overwrite=args.overwrite, tta=args.tta,
                              min_size=args.min_size, min_size_mm3=args.min_size_mm3, threshold=args.threshold,
                              peak_threshold=args.peak_threshold, keep_largest=args.keep_largest,

@@ -3,6 +3,7 @@ mismatches by file, exports predict what their checkpoint predicts (ONNX Runtime
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +14,7 @@ import torch
 from seg.cli import export_main, infer_main
 from seg.errors import CheckpointError
 from seg.inference.checkpoint import load_checkpoint, load_for_inference
-from seg.inference.export import load_export
+from seg.inference.export import OnnxNetwork, OpenVinoNetwork, load_export
 from seg.inference.predict import lightning_device, predict_files
 from seg.inference.predictor import CasePredictor, Ensemble, load_models
 
@@ -84,6 +85,10 @@ def test_export_predicts_what_the_checkpoint_predicts(trained, tmp_path: Path) -
             exported, exported_spec = load_export(tmp_path / "model", engine=engine)
             assert exported_spec == spec
             torch.testing.assert_close(exported(window), reference, atol=1e-4, rtol=0)
+    assert isinstance(load_export(tmp_path / "model")[0], OnnxNetwork)  # auto: ONNX Runtime before OpenVINO
+    if importlib.util.find_spec("openvino") is not None:
+        assert {"network.xml", "network.bin"} <= {p.name for p in (tmp_path / "model").iterdir()}
+        assert isinstance(load_export(tmp_path / "model", engine="openvino")[0], OpenVinoNetwork)
     assert infer_main(["--model", str(tmp_path / "model"), "--input", str(dataset), "--output",
                        str(tmp_path / "from_export")]) == 0
     assert predict_files(checkpoint, dataset, tmp_path / "from_checkpoint") == []
