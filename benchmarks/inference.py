@@ -93,10 +93,9 @@ def worker(variant: str, case: Path, threads: int, out: str | None, tmp: Path) -
     net = network()
     image = torch.from_numpy(read_image([case / f for f in FILES]).array)[None]  # (1, 2, 240, 240, 155)
     if variant.startswith("infer-openvino") and not (tmp / "model" / "spec.json").is_file():
-        from seg.inference.export import (
-            export_model,  # the export is made once, before the clock and the peak
-        )
+        from seg.inference.export import export_model
 
+        # the export is made once, before the clock and the peak
         export_model([checkpoint(tmp)], tmp / "model")
     # the peak counts from here: a variant's preparation (a trace, an export) is part of what it costs
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
