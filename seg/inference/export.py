@@ -85,10 +85,10 @@ def _exportable(network: nn.Module) -> nn.Module:
 def export_onnx(network: nn.Module, example: torch.Tensor, path: PathLike, *, exact_norms: bool = True) -> None:
     """``network`` as ONNX (opset 17, the batch of windows dynamic, instance norms ``_exportable`` unless not
     ``exact_norms``), atomically."""
+    module = _exportable(network) if exact_norms else network
     with atomic_path(path) as tmp, torch.no_grad():
-        torch.onnx.export(_exportable(network) if exact_norms else network, (example,), str(tmp), dynamo=False, opset_version=17,
-                          input_names=["windows"], output_names=["logits"],
-                          dynamic_axes={"windows": {0: "n"}, "logits": {0: "n"}})
+        torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=17, input_names=["windows"],
+                          output_names=["logits"], dynamic_axes={"windows": {0: "n"}, "logits": {0: "n"}})
 
 
 def export_openvino(network: nn.Module, example: torch.Tensor, path: PathLike) -> None:
