@@ -1,9 +1,11 @@
 """``seg-infer``: NIfTI volumes in, NIfTI masks out in exactly each input's space, on the user's devices.
 
     seg-infer --checkpoint RUN/best.ckpt [B.ckpt ... | RUN_OF_FOLDS/] --input FILE|DIR|dataset.json --output DIR
-              [--model EXPORT_DIR [--engine auto|openvino|onnx|torchscript]] [--device auto|cpu|cuda|cuda:N|mps] [--devices N --strategy ddp --num-nodes M]
+              [--model EXPORT_DIR [--engine auto|onnx|openvino|torchscript]] [--device auto|cpu|cuda|cuda:N|mps]
+              [--devices N --strategy ddp --num-nodes M]
               [--probabilities] [--overwrite] [--tta/--no-tta] [--overlap 0.5] [--batch-size 2]
-              [--min-size N | --min-size-mm3 V] [--threshold T] [--peak-threshold P] [--precision 32|bf16|16]
+              [--min-size N | --min-size-mm3 V] [--threshold T] [--peak-threshold P] [--keep-largest]
+              [--precision 32|bf16|16]
               [--num-workers 1] [--compile]
 
 For every case the preprocessing stored with the model (orientation, cropping, spacing, normalisation) is replayed
@@ -66,8 +68,8 @@ def lightning_device(device: str) -> tuple[str, int | list[int] | None]:
 
 
 def predict_files(checkpoint: PathLike | Sequence[PathLike] | None, source: PathLike, output: PathLike, *,
-                  model: PathLike | None = None, engine: str = "auto", probabilities: bool = False, overwrite: bool = False,
-                  tta: bool = False, min_size: int | None = None, min_size_mm3: float | None = None,
+                  model: PathLike | None = None, engine: str = "auto", probabilities: bool = False,
+                  overwrite: bool = False, tta: bool = False, min_size: int | None = None, min_size_mm3: float | None = None,
                   threshold: float | None = None, peak_threshold: float | None = None,
                   keep_largest: bool | None = None, overlap: float = 0.5, batch_size: int = Settings.batch_size,
                   device: str = "cpu", devices: int = 1,
