@@ -41,7 +41,7 @@ class SegCLI(LightningCLI):
         parser.add_argument("--seed", type=int | None, default=None, help="overrides seed_everything")
         parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.ckpt")
         parser.add_argument("--check-data", action="store_true", help="check the dataset, print a summary, exit")
-        parser.add_argument("--monitor", type=str, default="val/lesion_f1", help="metric choosing best.ckpt")
+        parser.add_argument("--monitor", type=str, default="val/lesion_f1", help="metric choosing best.ckpt ('last': the final weights, as nnU-Net)")
         parser.add_argument("--monitor-mode", type=str, default="max", help="max or min")
         parser.link_arguments("data.spatial_dims", "model.spatial_dims")
         parser.link_arguments("data.patch_size", "model.roi_size")

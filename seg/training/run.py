@@ -2,7 +2,7 @@
 
 A run directory holds::
 
-    RUN/best.ckpt, RUN/last.ckpt     checkpoints (best by --monitor, default val/lesion_f1)
+    RUN/best.ckpt, RUN/last.ckpt     checkpoints (best by --monitor, default val/lesion_f1; ``last``: the final weights)
     RUN/config.yaml                  the resolved config (LightningCLI's SaveConfigCallback)
     RUN/alpha.json                   α used, its method and the class counts it came from (seg.losses.alpha.load_alpha)
     RUN/class_frequencies.json       training-split class counts (cached by the data module)
@@ -193,10 +193,12 @@ class LatestBestCheckpoint(ModelCheckpoint):
 def run_callbacks(run_dir: Path, monitor: str = "val/lesion_f1", mode: str = "max", *,
                   progress_bar: bool = True) -> list:
     """``last.ckpt`` is its own checkpoint callback (no monitor), rewritten at every validation: Lightning 2.6's
-    ``save_last`` writes it only when the monitored checkpoint is saved too, so it went stale with the best."""
+    ``save_last`` writes it only when the monitored checkpoint is saved too, so it went stale with the best.
+    ``monitor="last"`` makes ``best.ckpt`` the latest weights too (nnU-Net predicts with its final checkpoint)."""
     check_option("--monitor-mode", mode, ("max", "min"))
     callbacks = [
-        LatestBestCheckpoint(dirpath=str(run_dir), filename="best", monitor=monitor, mode=mode, save_top_k=1,
+        LatestBestCheckpoint(dirpath=str(run_dir), filename="best", monitor=None if monitor == "last" else monitor,
+                             mode=mode, save_top_k=1,
                              enable_version_counter=False, auto_insert_metric_name=False),
         ModelCheckpoint(dirpath=str(run_dir), filename="last", monitor=None, save_top_k=1,
                         enable_version_counter=False, auto_insert_metric_name=False),

@@ -141,3 +141,14 @@ def test_checkpoints_follow_training_when_the_monitored_score_ties(tiny_dataset:
                        "--monitor", "val/cases"]) == 0
     steps = {name: torch.load(run / name, weights_only=True)["global_step"] for name in ("best.ckpt", "last.ckpt")}
     assert steps == {"best.ckpt": 6, "last.ckpt": 6}  # 3 epochs of limit_train_batches 2
+
+
+def test_monitor_last_makes_best_the_final_weights(tiny_dataset: Path, tmp_path: Path) -> None:
+    # nnU-Net predicts with its final checkpoint: with --monitor last, best.ckpt holds the same weights as last.ckpt
+    run = tmp_path / "run"
+    assert train_main([*TINY, "--dataset", str(tiny_dataset), "--output", str(run), "--max-epochs", "3",
+                       "--monitor", "last"]) == 0
+    best, last = (torch.load(run / name, weights_only=True) for name in ("best.ckpt", "last.ckpt"))
+    assert best["global_step"] == last["global_step"] == 6
+    for key, value in last["state_dict"].items():
+        assert torch.equal(best["state_dict"][key], value), key
