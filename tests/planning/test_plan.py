@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from monai.data.utils import dense_patch_slices
 from monai.inferers.utils import _get_scan_interval
@@ -71,16 +72,20 @@ def test_brats_cases_plan_isotropic_zscore(shared_data: Path, tmp_path: Path) ->
     result = plan(dataset)
     config = _config(result.to_yaml())
     assert result.fingerprint["spacing_ras"]["median"] == [1.0, 1.0, 1.0]
-    # a 56 x 56 x 48 patch covers 1.7 % of a 240 x 240 x 155 mm head: nnU-Net's 3d_lowres spacing, 2.5 mm
-    assert config["data"]["normalization"] == "zscore" and config["data"]["target_spacing"] == [2.5, 2.5, 2.5]
-    assert "3d_lowres" in result.sections["data"]["target_spacing"][1]
-    assert config["data"]["class_counts_from"] == "patches"
-    assert all(len(set(s)) == 1 for s in config["model"]["strides"])
+    # large lesions on a CPU: MONAI's residual UNet at the median 1 mm (no 3d_lowres), 8 patches of 56 x 56 x 48
+    assert config["data"]["normalization"] == "zscore" and config["data"]["target_spacing"] is None
+    assert config["model"]["network"] == "unet" and config["model"]["channels"] == [16, 32, 64, 128]
+    assert config["data"]["patch_size"] == [56, 56, 48] and config["data"]["samples_per_volume"] == 4
+    assert "kernel_sizes" not in config["model"] and config["data"]["class_counts_from"] == "patches"
     assert len(result.fingerprint["intensity_foreground"]) == 2  # Flair and T1c
     # 4 of the 8 components are specks beside 4 tumours (median 31,500 voxels): not a small-lesion dataset, so no
-    # small-lesion postprocessing; 240 x 240 x 155 takes > 64 windows: validation at 0.25
+    # small-lesion postprocessing; 240 x 240 x 155 takes > 64 windows of 56 x 56 x 48 at 0.5: validation at 0.25
     assert result.fingerprint["share_under_30_voxels"] == 0.5 and config["model"]["threshold"] == "auto"
-    assert "peak_threshold" not in config["model"] and config["model"]["sw_overlap"] == 0.5  # 18 windows at 2.5 mm
+    assert "peak_threshold" not in config["model"] and config["model"]["sw_overlap"] == 0.25
+    # with 8 GB of device memory: nnU-Net's DynUNet at 1 mm (its planner makes no 3d_lowres for BraTS either)
+    gpu = _config(plan(dataset, device_memory_gb=8).to_yaml())
+    assert gpu["model"]["network"] == "dynunet" and gpu["data"]["target_spacing"] is None
+    assert all(len(set(s)) == 1 for s in gpu["model"]["strides"]) and gpu["data"]["samples_per_volume"] == 2
 
 
 def test_lowres_spacing_is_the_first_that_reaches_a_quarter_of_the_image() -> None:
@@ -121,7 +126,7 @@ def test_seg_plan_writes_a_config_seg_train_reads(tmp_path: Path, capsys) -> Non
     assert plan_main(["--dataset", str(dataset), "--output", str(out), "--budget-minutes", "2"]) == 0
     text = out.read_text()
     assert "# median spacing per axis" in text or "# median" in text  # every key says why
-    assert all("#" in line for line in text.splitlines()[3:] if line.startswith("  "))
+    assert all("#" in line for line in text.splitlines()[3:] if not line.endswith(":"))
 
 
 def test_large_lesions_leave_postprocessing_to_validation(tmp_path: Path) -> None:
@@ -141,11 +146,15 @@ def test_train_without_config_plans_and_trains(tmp_path: Path, capsys) -> None:
     dataset = make_dataset(tmp_path / "d", cases=4, test_cases=1, shape=(32, 32, 24), seed=6, progress=False)
     run = tmp_path / "run"
     argv = ["--dataset", str(dataset), "--output", str(run), "--max-steps", "3", "--trainer.enable_progress_bar",
-            "false"]
+            "false", "--trainer.val_check_interval", "3"]
     assert train_main(argv) == 0
     assert "planned" in capsys.readouterr().out and (run / "plan.yaml").is_file()
     assert json.loads((run / "step_timing.json").read_text())["steps"] == 3
-    assert _config((run / "config.yaml").read_text())["data"]["steps_per_epoch"] == 250  # the plan's budget in steps
+    config = _config((run / "config.yaml").read_text())
+    assert config["data"]["steps_per_epoch"] == 250  # the plan's budget in steps
+    assert config["monitor"] == "last"  # and predicts with the final weights, as nnU-Net
+    steps = {name: torch.load(run / name, weights_only=True)["global_step"] for name in ("best.ckpt", "last.ckpt")}
+    assert steps == {"best.ckpt": 3, "last.ckpt": 3}
 
 
 def test_dataset_flag_completes_a_config_without_one(tmp_path: Path) -> None:
