@@ -125,12 +125,16 @@ def seg_row(data: Path, memory: float | None) -> dict:
     spec = load_dataset(data)
     image = Path(spec.cases[0].images[0])
     spacing = planned.value("data", "target_spacing") or planned.fingerprint["spacing_ras"]["median"]
-    strides = planned.value("model", "strides")
+    channels, dims = planned.value("model", "channels"), len(spacing)
+    if planned.value("model", "network") == "unet":  # MONAI's residual UNet: 3 everywhere, stride 2 after level 1
+        strides, first_kernel = [[1] * dims] + [[2] * dims] * (len(channels) - 1), [3] * dims
+    else:
+        strides, first_kernel = planned.value("model", "strides"), planned.value("model", "kernel_sizes")[0]
     return {"spacing": voxel_axes_of_ras([round(s, 3) for s in spacing], image),
             "patch": voxel_axes_of_ras(planned.value("data", "patch_size"), image),
             "pooling": voxel_axes_of_ras(pooling(strides), image), "stages": len(strides),
-            "first_kernel": voxel_axes_of_ras(planned.value("model", "kernel_sizes")[0], image),
-            "features": planned.value("model", "channels")}
+            "first_kernel": voxel_axes_of_ras(first_kernel, image), "features": channels,
+            "network": planned.value("model", "network")}
 
 
 def nnunet_row(plans: dict, configuration: str) -> dict | None:
@@ -176,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             lines.append(f"| {name} | {planner} | {' × '.join(f'{s:g}' for s in r['spacing'])} | "
                          f"{' × '.join(str(p) for p in r['patch'])} | {r['pooling']} | {r['stages']} | "
-                         f"{r['first_kernel']} | {r['features'][0]}–{r['features'][-1]} |")
+                         f"{r['first_kernel']} | {r['features'][0]}–{r['features'][-1]}"
+                         + (" (residual UNet)" if r.get("network") == "unet" else "") + " |")
     text = "\n".join(lines)
     print("\n" + text)
     write_text(output / "results.md", text + "\n")
