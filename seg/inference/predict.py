@@ -69,7 +69,8 @@ def lightning_device(device: str) -> tuple[str, int | list[int] | None]:
 
 def predict_files(checkpoint: PathLike | Sequence[PathLike] | None, source: PathLike, output: PathLike, *,
                   model: PathLike | None = None, engine: str = "auto", probabilities: bool = False,
-                  overwrite: bool = False, tta: bool = False, min_size: int | None = None, min_size_mm3: float | None = None,
+                  overwrite: bool = False, tta: bool = False, min_size: int | None = None,
+                  min_size_mm3: float | None = None,
                   threshold: float | None = None, peak_threshold: float | None = None,
                   keep_largest: bool | None = None, overlap: float = 0.5, batch_size: int = Settings.batch_size,
                   device: str = "cpu", devices: int = 1,

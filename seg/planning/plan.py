@@ -23,8 +23,8 @@ The rules (nnU-Net's where it has one, :mod:`seg.planning.topology`):
 - **α counted on sampled patches** (``data.class_counts_from: patches``): half of the patches are centred on lesion
   voxels, so for large lesions a patch is mostly lesion and counts over whole volumes overstate the imbalance the
   loss sees (BraTS: background α 0.012 from volumes, 0.020 from patches; DynUNet at 2.5 mm, Dice 0.15 vs 0.25,
-  lesion F1 0 vs 0.20). Not for small lesions, whose patches stay mostly background: on the small-lesion screening (16 test cases,
-  118 lesions) patch counts lost lesion F1 0.669 -> 0.639 and sensitivity under 30 voxels 0.54 -> 0.40; the planning
+  lesion F1 0 vs 0.20). Not for small lesions, whose patches stay mostly background: on the small-lesion screening
+  (16 test cases, 118 lesions) patch counts lost lesion F1 0.669 -> 0.639 and sensitivity under 30 voxels 0.54 -> 0.40; the planning
   benchmark's single runs split (isotropic Dice 0.38 volumes vs 0.34 patches, clinical 0.32 vs 0.47), so small-lesion
   datasets keep counting over volumes.
 - **2D or 3D**: 2D for native 2D images; otherwise 3D, anisotropic where the spacing is (the topology keeps 1-wide
@@ -256,7 +256,8 @@ def plan(dataset: PathLike | DatasetSpec, *, budget_minutes: float = 8.0, device
     result.set("trainer", "check_val_every_n_epoch", 1, "time-based validation checks after every step")
     result.set("trainer", "num_sanity_val_steps", 0, "no sanity validation")
     result.set("trainer", "log_every_n_steps", 10, "a row of metrics.csv every 10 steps")
-    result.set("", "monitor", "last", "predict with the final weights (nnU-Net): the poly rate reaches 0 with the budget")
+    result.set("", "monitor", "last",
+               "predict with the final weights (nnU-Net): the poly rate reaches 0 with the budget")
     return result
 
 
