@@ -6,20 +6,17 @@ writes ``model/network.pt`` (TorchScript, traced on one window of the training R
 (ONNX opset 17, batch of windows dynamic, where the network exports and the ``onnx`` package is installed),
 ``model/network.xml`` + ``.bin`` (OpenVINO IR, float32, where ``openvino`` is installed) and ``model/spec.json``
 (the :class:`~seg.inference.checkpoint.InferenceSpec`: preprocessing, labels, postprocessing; no weights).
-``seg-infer --model model/`` predicts from it without Lightning or the training code: ``--engine auto`` takes ONNX
-Runtime (``seg[onnx]``), else OpenVINO (``seg[openvino]``), else TorchScript. Several checkpoints export their
-ensemble.
+``seg-infer --model model/`` predicts from it without Lightning or the training code: ``--engine auto`` takes
+OpenVINO (``seg[openvino]``; the fastest on a CPU at equal probabilities), else ONNX Runtime (``seg[onnx]``), else
+TorchScript. Several checkpoints export their ensemble.
 
-Instance norms go into ``network.onnx`` as explicit means, one axis at a time: ONNX Runtime's
-``InstanceNormalization`` sums a whole 96^3 window at once, and a near-constant channel (a background window)
-magnifies that rounding into probabilities 2e-4 away from torch's; axis by axis they agree within ~2e-6
-(``_exportable``; tested).
-
-OpenVINO runs at float32 (``INFERENCE_PRECISION_HINT f32``: no silent bf16 on CPUs that have it) from the IR, which
-keeps the fused instance norms (the explicit means cost it speed and gain it no accuracy): its convolutions sum in
-another order than torch's, and the norms magnify it, so its probabilities differ from torch's by ~1e-3 (argmax
-agreement 99.99 % on a BraTS volume, ``benchmarks/inference.py``): faster, not equal, so auto takes it only when ONNX
-Runtime is absent.
+Instance norms go into the exports as explicit means, one axis at a time, each a sum times ``1 / n``: ONNX Runtime's
+``InstanceNormalization`` sums a whole 96^3 window at once, and a near-constant channel (a background window) magnifies
+that rounding into probabilities 2e-4 away from torch's; axis by axis they agree within ~2e-6 (``_exportable``;
+tested). OpenVINO runs at float32 (``INFERENCE_PRECISION_HINT f32``: no silent bf16 on CPUs that have it) from an IR
+of the same explicit norms. Its own fused norm (MVN) and a chain of ``ReduceMean`` (which it merges into one reduction
+over the whole window) both sum the squares of a channel in one float32 pass: probabilities 1e-3 away from torch's on
+a BraTS window. The sums times ``1 / n`` stay three reductions, and its probabilities are torch's within ~2e-6.
 """
 
 from __future__ import annotations
@@ -51,7 +48,8 @@ def _example(spec: InferenceSpec) -> torch.Tensor:
 
 
 class _InstanceNorm(nn.Module):
-    """``nn.InstanceNorm{1,2,3}d`` (instance statistics) as means taken one axis at a time, for an accurate export."""
+    """``nn.InstanceNorm{1,2,3}d`` (instance statistics) as means taken one axis at a time, for an accurate export
+    (sums times ``1 / n``: OpenVINO merges consecutive ``ReduceMean`` into one inaccurate reduction, not sums)."""
 
     def __init__(self, norm: nn.modules.instancenorm._InstanceNorm) -> None:
         super().__init__()
@@ -60,7 +58,7 @@ class _InstanceNorm(nn.Module):
     @staticmethod
     def _mean(x: torch.Tensor) -> torch.Tensor:
         for axis in range(x.dim() - 1, 1, -1):
-            x = x.mean(axis, keepdim=True)
+            x = x.sum(axis, keepdim=True) * (1.0 / x.shape[axis])
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,13 +90,13 @@ def export_onnx(network: nn.Module, example: torch.Tensor, path: PathLike, *, ex
 
 
 def export_openvino(network: nn.Module, example: torch.Tensor, path: PathLike) -> None:
-    """``network`` as OpenVINO IR (``path`` .xml beside its .bin, float32 weights), converted from a plain ONNX export
-    (OpenVINO fuses its instance norms; the exact ones would only slow it). The .xml is renamed into place last."""
+    """``network`` as OpenVINO IR (``path`` .xml beside its .bin, float32 weights), converted from the ONNX export
+    with its explicit instance norms. The .xml is renamed into place last."""
     import openvino  # optional dependency (seg[openvino]): only here
 
     path = Path(path)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".openvino-") as name:
-        export_onnx(network, example, Path(name) / "network.onnx", exact_norms=False)
+        export_onnx(network, example, Path(name) / "network.onnx")
         openvino.save_model(openvino.convert_model(str(Path(name) / "network.onnx")), str(Path(name) / path.name),
                             compress_to_fp16=False)
         os.replace(Path(name) / path.with_suffix(".bin").name, path.with_suffix(".bin"))
@@ -162,11 +160,11 @@ class OpenVinoNetwork(nn.Module):
         return torch.from_numpy(np.asarray(logits)).to(x.device)
 
 
-ENGINES = {"onnx": OnnxNetwork, "openvino": OpenVinoNetwork}  # the ONNX engines, in auto's order
+ENGINES = {"openvino": OpenVinoNetwork, "onnx": OnnxNetwork}  # the ONNX engines, in auto's order
 
 
 def load_export(folder: PathLike, *, engine: str = "auto") -> tuple[nn.Module, InferenceSpec]:
-    """The exported network and its spec: ``engine`` auto takes the first installed of ONNX Runtime and OpenVINO
+    """The exported network and its spec: ``engine`` auto takes the first installed of OpenVINO and ONNX Runtime
     (when the export holds ONNX), else TorchScript; ``openvino``, ``onnx`` or ``torchscript`` asks for one."""
     folder = Path(folder)
     spec_path = folder / SPEC_FILE

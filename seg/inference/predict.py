@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", nargs="+", type=Path, help="RUN/best.ckpt, several (ensemble) or run folders")
     parser.add_argument("--model", type=Path, help="an export folder of seg-export (instead of --checkpoint)")
     parser.add_argument("--engine", default="auto", choices=("auto", "openvino", "onnx", "torchscript"),
-                        help="runtime of an export (auto: ONNX Runtime, else OpenVINO, else TorchScript)")
+                        help="runtime of an export (auto: OpenVINO, else ONNX Runtime, else TorchScript)")
     parser.add_argument("--input", required=True, type=Path, help="NIfTI file, folder, or dataset.json")
     parser.add_argument("--output", required=True, type=Path, help="output folder")
     parser.add_argument("--probabilities", action="store_true", help="also write float probability maps")

@@ -1,5 +1,5 @@
-"""The ONNX export is accurate where ONNX Runtime's own instance norm is not, and OpenVINO runs it within its stated
-tolerance from its IR: against torch in float64 on a window like a scan's background (near-constant channels)."""
+"""The ONNX export is accurate where ONNX Runtime's own instance norm and OpenVINO's fused one are not: against torch
+in float64 on a window like a scan's background (near-constant channels), both engines are as close as torch's float32."""
 
 from __future__ import annotations
 
@@ -43,12 +43,9 @@ def test_exportable_instance_norm_is_instance_norm() -> None:
         torch.testing.assert_close(exportable.double()(window), network.double()(window), atol=1e-12, rtol=0)
 
 
-def test_onnx_runtime_runs_the_export_at_float_rounding(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
-    network, window = _network(), _background_window()
-    export_onnx(network, window[:1], tmp_path / "network.onnx")
+def _within_torch_float32(network: torch.nn.Module, engine: torch.nn.Module, window: torch.Tensor) -> None:
     with torch.no_grad():
-        probabilities = torch.softmax(OnnxNetwork(tmp_path / "network.onnx")(window), 1)
+        probabilities = torch.softmax(engine(window), 1)
         eager = torch.softmax(network(window), 1)
     reference = _reference(network, window)
     # torch's float32 is the bar: the export must be as close to float64 as torch is, within a float32 margin
@@ -56,13 +53,42 @@ def test_onnx_runtime_runs_the_export_at_float_rounding(tmp_path: Path) -> None:
     assert float((probabilities - reference).abs().max()) <= max(4 * bar, 1e-5)
 
 
-def test_openvino_runs_the_export_within_its_stated_tolerance(tmp_path: Path) -> None:
+def test_onnx_runtime_runs_the_export_at_float_rounding(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    network, window = _network(), _background_window()
+    export_onnx(network, window[:1], tmp_path / "network.onnx")
+    _within_torch_float32(network, OnnxNetwork(tmp_path / "network.onnx"), window)
+
+
+def test_openvino_runs_the_export_at_float_rounding(tmp_path: Path) -> None:
     pytest.importorskip("openvino")
     network, window = _network(), _background_window()
     export_openvino(network, window[:1], tmp_path / "network.xml")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["network.bin", "network.xml"]  # no temporary left
+    _within_torch_float32(network, OpenVinoNetwork(tmp_path / "network.xml"), window)
+
+
+def test_openvino_merged_means_are_what_the_sums_avoid(tmp_path: Path) -> None:
+    """The reason for the sums: the same norms as chained means (OpenVINO merges them into one reduction) miss."""
+    openvino = pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    network, window = _network(), _background_window()
+    module = _exportable(network)
+
+    def chained_means(x: torch.Tensor) -> torch.Tensor:
+        for axis in range(x.dim() - 1, 1, -1):
+            x = x.mean(axis, keepdim=True)
+        return x
+
+    for norm in module.modules():
+        if hasattr(norm, "_mean"):
+            norm._mean = chained_means
+    torch.onnx.export(module, (window[:1],), str(tmp_path / "chained.onnx"), dynamo=False, opset_version=17,
+                      input_names=["windows"], output_names=["logits"], dynamic_axes={"windows": {0: "n"}})
+    openvino.save_model(openvino.convert_model(str(tmp_path / "chained.onnx")), str(tmp_path / "chained.xml"),
+                        compress_to_fp16=False)
     with torch.no_grad():
-        probabilities = torch.softmax(OpenVinoNetwork(tmp_path / "network.xml")(window), 1)
+        eager = torch.softmax(network(window), 1)
+        chained = torch.softmax(OpenVinoNetwork(tmp_path / "chained.xml")(window), 1)
     reference = _reference(network, window)
-    assert float((probabilities - reference).abs().max()) <= 5e-3  # the module docstring's ~1e-3, with margin
-    assert float((probabilities.argmax(1) == reference.argmax(1)).float().mean()) >= 0.999
+    assert float((chained - reference).abs().max()) > 10 * float((eager - reference).abs().max())
