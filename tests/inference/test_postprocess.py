@@ -11,7 +11,7 @@ from scipy import ndimage
 from skimage.measure import label as sk_label
 from skimage.measure import regionprops
 
-from seg.inference.postprocess import postprocess
+from seg.inference.postprocess import argmax, postprocess
 from seg.inference.sliding_window import predict_labels, predict_volume
 from tests.inference.test_sliding_window import conv_net, with_air
 
@@ -23,6 +23,17 @@ def _reference(probability: np.ndarray, low: float, high: float) -> np.ndarray:
     for region in regionprops(components, intensity_image=probability):
         keep[region.label] = region.intensity_max > high
     return keep[components]
+
+
+@pytest.mark.parametrize("classes", [2, 3, 5])
+def test_argmax_is_torchs_with_ties_to_the_first(classes: int) -> None:
+    generator = torch.Generator().manual_seed(classes)
+    probabilities = torch.softmax(torch.randn(2, classes, 9, 8, 7, generator=generator), 1)
+    # ties: quantised values make equal maxima common; torch's argmax returns the first of them
+    tied = torch.randint(0, 3, (2, classes, 9, 8, 7), generator=generator).float()
+    for x in (probabilities, tied):
+        assert torch.equal(argmax(x), x.argmax(1).to(torch.uint8))
+    assert int((tied.max(1).values.unsqueeze(1) == tied).sum(1).gt(1).sum()) > 50  # the ties were there
 
 
 @pytest.mark.parametrize("shape", [(24, 20, 16), (40, 36)])
