@@ -27,12 +27,13 @@ variants interleaved, median of ``--repeats``:
 
 Probabilities are compared with MONAI's (max |dp| over the volume; argmax agreement). With ``--cohort``, also
 ``seg-infer`` over a folder of 8 volumes (the six cases, two of them twice under other names) with 1 process and with
-2 (``--devices 2 --strategy ddp``): cases per minute.
+2 (``--devices 2 --strategy ddp``), from the checkpoint and (with ``openvino``) from its export: cases per minute.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -65,7 +66,11 @@ def network():
 
 
 def checkpoint(folder: Path) -> Path:
-    """A seg checkpoint of that UNet (its spec: no resampling, crop to the non-zero box, no normalisation)."""
+    """A seg checkpoint of that UNet (its spec: no resampling, crop to the non-zero box, no normalisation), written
+    once into ``folder``."""
+    path = folder / "unet.ckpt"
+    if path.is_file():
+        return path
     import torch
 
     from seg.inference.checkpoint import InferenceSpec
@@ -78,9 +83,17 @@ def checkpoint(folder: Path) -> Path:
                          preprocessing={"spatial_dims": 3, "image_dims": 3, "target_spacing": None,
                                         "normalization": "none", "ct_window": None, "orientation": "RAS",
                                         "crop_foreground": True, "channel_names": ["flair", "t1c"]})
-    path = folder / "unet.ckpt"
     torch.save({"state_dict": {f"network.{k}": v for k, v in net.state_dict().items()}, "seg": spec.to_dict()}, path)
     return path
+
+
+def prepare(tmp: Path) -> None:
+    """The checkpoint, and its export where OpenVINO is installed, written into ``tmp``."""
+    path = checkpoint(tmp)
+    if importlib.util.find_spec("openvino") is not None:
+        from seg.inference.export import export_model
+
+        export_model([path], tmp / "model")
 
 
 def worker(variant: str, case: Path, threads: int, out: str | None, tmp: Path) -> None:
@@ -93,11 +106,6 @@ def worker(variant: str, case: Path, threads: int, out: str | None, tmp: Path) -
     torch.set_num_threads(threads)
     net = network()
     image = torch.from_numpy(read_image([case / f for f in FILES]).array)[None]  # (1, 2, 240, 240, 155)
-    if variant.startswith("infer-openvino") and not (tmp / "model" / "spec.json").is_file():
-        from seg.inference.export import export_model
-
-        # the export is made once, before the clock and the peak
-        export_model([checkpoint(tmp)], tmp / "model")
     # the peak counts from here: a variant's preparation (a trace, an export) is part of what it costs
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     compile_seconds = None
@@ -164,15 +172,21 @@ def cohort(threads: int, tmp: Path) -> dict[str, float]:
     for i, case in enumerate([*cases, *cases[:2]]):
         for c, name in enumerate(FILES):
             (folder / f"case{i}_{c:04d}.nii.gz").symlink_to(case / name)
-    ckpt, root = checkpoint(tmp), Path(__file__).resolve().parents[1]
+    if not (tmp / "unet.ckpt").is_file():
+        subprocess.run([sys.executable, __file__, "--prepare", "--tmp", str(tmp)], check=True, capture_output=True)
+    root = Path(__file__).resolve().parents[1]
+    sources = {"checkpoint": ["--checkpoint", str(tmp / "unet.ckpt")]}
+    if (tmp / "model" / "spec.json").is_file():
+        sources["export, OpenVINO"] = ["--model", str(tmp / "model"), "--engine", "openvino"]
     rates = {}
-    for label, extra in (("1 process", []), ("2 processes (ddp)", ["--devices", "2", "--strategy", "ddp"])):
-        out = tmp / f"out{len(rates)}"
-        start = time.perf_counter()
-        subprocess.run([sys.executable, str(root / "infer.py"), "--checkpoint", str(ckpt), "--input", str(folder),
-                        "--output", str(out), *extra], check=True, capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": str(threads // (2 if extra else 1))})
-        rates[label] = 8 / ((time.perf_counter() - start) / 60)
+    for source, given in sources.items():
+        for label, extra in (("1 process", []), ("2 processes (ddp)", ["--devices", "2", "--strategy", "ddp"])):
+            out = tmp / f"out{len(rates)}"
+            start = time.perf_counter()
+            subprocess.run([sys.executable, str(root / "infer.py"), *given, "--input", str(folder),
+                            "--output", str(out), *extra], check=True, capture_output=True, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": str(threads // (2 if extra else 1))})
+            rates[f"{source}, {label}"] = 8 / ((time.perf_counter() - start) / 60)
     return rates
 
 
@@ -185,10 +199,14 @@ def main() -> None:
     parser.add_argument("--cohort", action="store_true")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.case, args.threads, args.out, args.tmp)
+        return
+    if args.prepare:
+        prepare(args.tmp)
         return
     if not args.case.is_dir():
         print(f"skipped: BraTS case {args.case} is absent")
@@ -197,6 +215,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         outputs = {v: tmp / f"{v}.npy" for v in args.variants}
+        if any(v.startswith("infer") for v in args.variants):  # made once, before any pass, in a process of its own:
+            # a child's peak RSS starts at its parent's (Linux copies it at fork), so this process stays small
+            subprocess.run([sys.executable, __file__, "--prepare", "--tmp", str(tmp)], check=True, capture_output=True)
         for rep in range(args.repeats):
             for variant in args.variants:  # interleaved: one pass of each per repetition
                 cmd = [sys.executable, __file__, "--worker", variant, "--case", str(args.case), "--threads",
