@@ -53,7 +53,7 @@ FILES = ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz")
 VARIANTS = ("monai-b1", "monai-b4", "seg-eager-b4", "seg-eager-b8", "seg-cl-b4", "seg-jit-b4", "seg-compile-b4",
             "seg-compile-b2", "seg-bf16-b4", "seg-bf16cl-b4", "seg-onnx-b4", "seg-onnx-b8", "seg-openvino-b4",
             "seg-openvino-b2", "infer-labels",
-            "infer-labels-b2", "infer-labels-b1", "infer-probs", "infer-openvino-b2")
+            "infer-labels-b2", "infer-labels-b1", "infer-probs", "infer-openvino-b2", "infer-openvino-b1")
 
 
 def network():

@@ -72,7 +72,7 @@ def predict_files(checkpoint: PathLike | Sequence[PathLike] | None, source: Path
                   overwrite: bool = False, tta: bool = False, min_size: int | None = None,
                   min_size_mm3: float | None = None,
                   threshold: float | None = None, peak_threshold: float | None = None,
-                  keep_largest: bool | None = None, overlap: float = 0.5, batch_size: int = Settings.batch_size,
+                  keep_largest: bool | None = None, overlap: float = 0.5, batch_size: int | None = None,
                   device: str = "cpu", devices: int = 1,
                   strategy: str = "auto", num_nodes: int = 1, num_workers: int = 0,
                   precision: str = "32", compile: bool = False, progress: bool = True) -> list[str]:
@@ -125,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                         help="average over all axis flips (nnU-Net's mirroring)")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
-    parser.add_argument("--batch-size", type=int, default=Settings.batch_size,
-                        help="windows per network call (2: as fast as 4 on a CPU, half the activations)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="windows per network call (default: 1 for OpenVINO, else 2; on a CPU as fast as 4 with "
+                        "half the activations)")
     parser.add_argument("--min-size", type=int, default=None, help="remove components under N voxels "
                         "(default: the checkpoint's postprocessing)")
     parser.add_argument("--min-size-mm3", type=float, default=None, help="remove components under V mm^3")

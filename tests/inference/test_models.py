@@ -16,7 +16,7 @@ from seg.errors import CheckpointError
 from seg.inference.checkpoint import load_checkpoint, load_for_inference
 from seg.inference.export import OnnxNetwork, OpenVinoNetwork, load_export
 from seg.inference.predict import lightning_device, predict_files
-from seg.inference.predictor import CasePredictor, Ensemble, load_models
+from seg.inference.predictor import CasePredictor, Ensemble, Settings, load_models
 
 
 def _masks(folder: Path) -> dict[str, np.ndarray]:
@@ -90,6 +90,10 @@ def test_export_predicts_what_the_checkpoint_predicts(trained, tmp_path: Path) -
     assert isinstance(load_export(tmp_path / "model")[0], OpenVinoNetwork if has_openvino else OnnxNetwork)
     if has_openvino:
         assert {"network.xml", "network.bin"} <= {p.name for p in (tmp_path / "model").iterdir()}
+    # windows a call: the network's preference (OpenVINO one), else 2; a given --batch-size wins
+    assert CasePredictor(*load_export(tmp_path / "model")).settings.batch_size == (1 if has_openvino else 2)
+    assert CasePredictor(*load_export(tmp_path / "model"), Settings(batch_size=3)).settings.batch_size == 3
+    assert CasePredictor.from_checkpoints([checkpoint]).settings.batch_size == 2
     assert infer_main(["--model", str(tmp_path / "model"), "--input", str(dataset), "--output",
                        str(tmp_path / "from_export")]) == 0
     assert predict_files(checkpoint, dataset, tmp_path / "from_checkpoint") == []
