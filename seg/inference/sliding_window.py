@@ -43,6 +43,7 @@ network's activations for a batch of 96^3 windows dominate (benchmark, ``seg-inf
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 
@@ -96,12 +97,13 @@ def foreground_box(image: torch.Tensor) -> tuple[slice, ...] | None:
 
 def _forward(network: Network, windows: torch.Tensor, tta: bool, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Logits ``(n, K, *roi)`` float32 of windows ``(n, C, *roi)``, averaged over all flips when ``tta``; the network
-    runs under ``torch.autocast`` in ``dtype`` when given (bfloat16/float16 mixed precision)."""
+    runs under ``torch.autocast`` in ``dtype`` when given (bfloat16/float16 mixed precision); without ``dtype`` it
+    runs in whatever autocast surrounds the call (``seg-infer --precision``: Lightning's precision plugin)."""
     spatial = tuple(range(2, windows.ndim))
     flips = [axes for r in range(len(spatial) + 1) for axes in itertools.combinations(spatial, r)] if tta else [()]
     total = None
     for axes in flips:
-        with torch.autocast(windows.device.type, dtype=dtype, enabled=dtype is not None):
+        with torch.autocast(windows.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
             out = network(torch.flip(windows, axes) if axes else windows)
         if not isinstance(out, torch.Tensor) or out.ndim != windows.ndim or out.shape[2:] != windows.shape[2:]:
             found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
