@@ -23,7 +23,8 @@ variants interleaved, median of ``--repeats``:
 - ``infer-labels`` / ``infer-probs``: ``CasePredictor`` end to end (read, preprocess, predict, invert) from a
   checkpoint of that UNet, labels only (the memory-bounded path) and with probabilities, 4 windows a call (the
   default); ``infer-labels-b2``, ``infer-labels-b1``: labels only with 2 and 1 windows a call (``--batch-size``);
-  ``infer-openvino-b2``: labels only from that checkpoint's ``seg-export`` through OpenVINO, 2 windows a call.
+  ``infer-openvino-b2``, ``infer-openvino-b1``: labels only from that checkpoint's ``seg-export`` through OpenVINO,
+  2 and 1 windows a call (1: ``seg-infer``'s default for OpenVINO).
 
 Probabilities are compared with MONAI's (max |dp| over the volume; argmax agreement). With ``--cohort``, also
 ``seg-infer`` over a folder of 8 volumes (the six cases, two of them twice under other names) with 1 process and with
